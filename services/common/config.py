@@ -58,7 +58,9 @@ class EnvReader:
     def url(self, name: str, schemes: tuple[str, ...], default: str | None = None) -> str:
         value = self.text(name, default)
         if value and urlsplit(value).scheme not in schemes:
-            self.problems.append(f"{name} must be a URL with scheme {' or '.join(schemes)}, got {value!r}")
+            self.problems.append(
+                f"{name} must be a URL with scheme {' or '.join(schemes)}, got {value!r}"
+            )
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -73,7 +75,12 @@ class EnvReader:
             raise ConfigError(self.problems)
 
     def _parse(
-        self, name: str, default: T, parse: Callable[[str], T], valid: Callable[[T], bool], expected: str
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        valid: Callable[[T], bool],
+        expected: str,
     ) -> T:
         raw = self._environ.get(name)
         if raw is None or raw == "":
