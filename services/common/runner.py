@@ -35,4 +35,9 @@ def run_service(
         raise SystemExit(2) from error
     configure_logging(config.server.log_level, service, config.server.replica)
     logger.info("starting %s with %s", service, describe(config))
-    asyncio.run(serve_until_signal(GrpcServer(config.server, make_app(config))))
+
+    async def serve() -> None:
+        # grpc.aio binds the server to the running loop, so build it inside that loop.
+        await serve_until_signal(GrpcServer(config.server, make_app(config)))
+
+    asyncio.run(serve())
