@@ -126,6 +126,8 @@ class Worker:
                 backoff = min(backoff * 2, 10.0)
         asyncio.run_coroutine_threadsafe(self._close(), self.loop).result()
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join()
+        self.loop.close()
 
     def stop(self) -> None:
         """Stop consuming; safe from a signal handler on the main thread."""
