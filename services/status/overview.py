@@ -26,7 +26,7 @@ UNKNOWN_DEPTH = -1
 
 @dataclass(frozen=True)
 class OverviewView:
-    """How the whole system stands at ``compute_time_us``."""
+    """Counts that describe the whole system at ``compute_time_us``."""
 
     shipments_by_status: dict[str, int]
     tasks_by_state: dict[str, int]
@@ -45,34 +45,41 @@ class QueueDepthProbe:
     """Ask RabbitMQ how many messages wait in the task queue.
 
     Each probe opens a short-lived connection on a worker thread and declares the queue
-    passively, which reads its message count without creating or changing it. A result
-    is reused for ``reuse_s`` so that a burst of overview calls opens one connection.
+    passively, which reads its message count without creating or changing it. A depth is
+    reused for ``reuse_s`` so that a burst of overview calls opens one connection, and a
+    failure for ``failure_reuse_s`` so that a broker outage costs one attempt per period.
     """
 
     def __init__(
         self,
         amqp_url: str,
         *,
+        queue: str = TASKS_QUEUE,
         timeout_s: float = 1.0,
         reuse_s: float = 1.0,
+        failure_reuse_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.amqp_url = amqp_url
+        self.queue = queue
         self.timeout_s = timeout_s
         self.reuse_s = reuse_s
+        self.failure_reuse_s = failure_reuse_s
         self._clock = clock
         self._lock = asyncio.Lock()
-        self._last: tuple[float, int] | None = None
+        self._reuse_until: float | None = None
+        self._last = UNKNOWN_DEPTH
         self._warnings = LogLimiter(60.0, clock)
 
     async def depth(self) -> int:
         """Return the number of ready messages, or ``UNKNOWN_DEPTH`` when RabbitMQ fails."""
         async with self._lock:
-            if self._last is not None and self._clock() - self._last[0] < self.reuse_s:
-                return self._last[1]
-            depth = await self._probe()
-            self._last = (self._clock(), depth)
-            return depth
+            if self._reuse_until is not None and self._clock() < self._reuse_until:
+                return self._last
+            self._last = await self._probe()
+            reuse_s = self.reuse_s if self._last != UNKNOWN_DEPTH else self.failure_reuse_s
+            self._reuse_until = self._clock() + reuse_s
+            return self._last
 
     async def _probe(self) -> int:
         try:
@@ -82,7 +89,7 @@ class QueueDepthProbe:
                 logger.warning(
                     "cannot read the depth of queue %s (%r); reporting %s"
                     " (%s similar warnings suppressed)",
-                    TASKS_QUEUE,
+                    self.queue,
                     error,
                     UNKNOWN_DEPTH,
                     self._warnings.take_suppressed(),
@@ -97,7 +104,7 @@ class QueueDepthProbe:
         parameters.heartbeat = 0
         connection = pika.BlockingConnection(parameters)
         try:
-            frame = connection.channel().queue_declare(TASKS_QUEUE, passive=True)
+            frame = connection.channel().queue_declare(self.queue, passive=True)
             return int(frame.method.message_count)
         finally:
             if connection.is_open:

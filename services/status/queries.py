@@ -21,7 +21,7 @@ from services.status.views import (
 class Counts:
     """Row counts by shipment status and by task state.
 
-    Every known status and state is present, with 0 when no row has it; a value found in
+    Every known status and state is present, with 0 when no row has it. A value found in
     the database but unknown to this code is counted under its own name.
     """
 
@@ -48,7 +48,7 @@ class SqliteStatusQueries:
 
         Raises:
             Unavailable: the database cannot be read.
-            MalformedEntry: the row holds an unknown state or invalid results JSON.
+            MalformedEntry: the row contains an unknown state or invalid results JSON.
         """
         return await self.db.run(lambda c: _task(c, task_id))
 

@@ -2,7 +2,7 @@
 
 A miss reads the database and fills the cache with the row's version, so the
 version-guarded write never replaces a newer entry that a writer stored meanwhile. When
-Redis fails, the reader answers from the database and skips Redis for
+Redis fails, the reader returns the database row and skips Redis for
 ``cache_retry_s`` so that a silent Redis does not cost every call a full timeout.
 
 Misses for the same key share one database read (single flight): the first caller starts
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 class Source(enum.Enum):
-    """Where an answer was read from; the value is what the ``x-envios-source`` header carries."""
+    """Where a status was read from; the value is sent in the ``x-envios-source`` header."""
 
     CACHE = "cache"
     DATABASE = "database"
@@ -64,7 +64,7 @@ V = TypeVar("V", bound=Versioned)
 
 @dataclass(frozen=True)
 class Read(Generic[V]):
-    """A reader answer: the view, or None when no row has the id, and its source."""
+    """A reader result: the view, or None when no row has the id, and its source."""
 
     value: V | None
     source: Source
@@ -104,7 +104,7 @@ class StatusReader:
         """Read the status of one shipment.
 
         Raises:
-            Unavailable: the cache could not answer and the database cannot be read.
+            Unavailable: the cache has no usable entry and the database cannot be read.
         """
         kind = _Kind(
             key=SHIPMENT_KEY.format(shipment_id),
@@ -118,7 +118,7 @@ class StatusReader:
         """Read the state of one task.
 
         Raises:
-            Unavailable: the cache could not answer and the database cannot be read.
+            Unavailable: the cache has no usable entry and the database cannot be read.
             MalformedEntry: the stored row cannot be decoded.
         """
         kind = _Kind(

@@ -15,7 +15,9 @@ from typing import Any
 from envios.task.v1 import task_pb2
 from google.rpc import code_pb2
 
-TASK_STATES = tuple(name for name in task_pb2.Task.State.keys() if name != "STATE_UNSPECIFIED")
+TASK_STATES = tuple(
+    value.name for value in task_pb2.Task.State.DESCRIPTOR.values if value.number != 0
+)
 """Names of the stored task states, in enum order."""
 
 IN_FLIGHT_STATES = ("QUEUED", "RUNNING", "RETRYING")
@@ -23,7 +25,7 @@ IN_FLIGHT_STATES = ("QUEUED", "RUNNING", "RETRYING")
 
 
 class MalformedEntry(ValueError):
-    """A cache entry or a stored row lacks a field or holds a value of the wrong type."""
+    """A cache entry or a stored row lacks a field or contains a value of the wrong type."""
 
 
 @dataclass(frozen=True)
