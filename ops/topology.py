@@ -211,7 +211,9 @@ def _parse_site(entry: Mapping[str, Any], errors: list[str]) -> Site:
 def _check(topology: Topology) -> list[str]:
     errors = []
     if len(topology.sites) != 2:
-        errors.append(f"exactly 2 sites are required (primary, secondary), got {len(topology.sites)}")
+        errors.append(
+            f"exactly 2 sites are required (primary, secondary), got {len(topology.sites)}"
+        )
     names = [site.name for site in topology.sites]
     if len(set(names)) != len(names) or not all(name.isidentifier() for name in names):
         errors.append(f"site names must be distinct identifiers, got {names}")
