@@ -118,7 +118,7 @@ class Topology:
     def all_ports(self) -> list[int]:
         ports = [self.front_port, self.grpc_port, self.admin_port, *self.gateway_ports]
         ports += [replica.port for replica in self.replicas()]
-        return ports + [self.redis_port, self.amqp_port, self.amqp_dist_port]
+        return [*ports, self.redis_port, self.amqp_port, self.amqp_dist_port]
 
     def with_free_ports(self) -> Topology:
         """Return the same layout on ports that the kernel reports free right now.

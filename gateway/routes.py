@@ -1,0 +1,292 @@
+"""Path templates of ``google.api.http`` rules: parsing, matching and route lookup.
+
+Template grammar (``google/api/http.proto``)::
+
+    Template = "/" Segments [ Verb ] ;
+    Segments = Segment { "/" Segment } ;
+    Segment  = "*" | "**" | LITERAL | Variable ;
+    Variable = "{" FieldPath [ "=" Segments ] "}" ;
+    FieldPath = IDENT { "." IDENT } ;
+    Verb     = ":" LITERAL ;
+
+Matching follows grpc-gateway v2 with its default unescaping mode (``UnescapingModeLegacy``):
+the whole request path is percent-decoded before routing, so a ``%2F`` inside a value
+splits segments like ``/`` does, and path values need no further decoding. ASGI's
+``scope["path"]`` is already decoded that way. A verb is split off the last segment only
+when the template being tried has a verb, so ``/api/status:batchGet`` never matches the
+verb-less template ``/api/status``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Characters grpc-gateway's template parser accepts in a literal segment or verb.
+_LITERAL = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=@]+")
+
+
+class TemplateError(ValueError):
+    """Raised when a path template does not follow the ``google.api.http`` grammar."""
+
+
+class SegmentKind(Enum):
+    """Kind of a template segment: literal text, ``*`` or ``**``."""
+
+    LITERAL = 0
+    WILDCARD = 1
+    DEEP_WILDCARD = 2
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One template segment; ``text`` is set for literals only."""
+
+    kind: SegmentKind
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A captured field path and the template segments ``[start, end)`` it covers."""
+
+    field_path: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class PathTemplate:
+    """A parsed path template."""
+
+    source: str
+    segments: tuple[Segment, ...]
+    variables: tuple[Variable, ...]
+    verb: str = ""
+
+    @property
+    def specificity(self) -> tuple[tuple[int, ...], int]:
+        """Sort key: literal segments before ``*`` before ``**``, then templates with a verb."""
+        ranks = tuple(segment.kind.value for segment in self.segments)
+        return ranks, 0 if self.verb else 1
+
+    def match(self, components: Sequence[str], verb: str) -> dict[str, str] | None:
+        """Return the captured values by field path, or None when the path does not match."""
+        if verb != self.verb:
+            return None
+        spans = self._segment_spans(len(components))
+        if spans is None:
+            return None
+        for segment, (start, _) in zip(self.segments, spans, strict=True):
+            if segment.kind is SegmentKind.LITERAL and components[start] != segment.text:
+                return None
+        return {
+            variable.field_path: "/".join(
+                components[spans[variable.start][0] : spans[variable.end - 1][1]]
+            )
+            for variable in self.variables
+        }
+
+    def _segment_spans(self, count: int) -> list[tuple[int, int]] | None:
+        """Give each segment its component range; ``**`` takes whatever the others leave."""
+        fixed = sum(1 for s in self.segments if s.kind is not SegmentKind.DEEP_WILDCARD)
+        spare = count - fixed
+        has_deep = fixed != len(self.segments)
+        if spare < 0 or (spare > 0 and not has_deep):
+            return None
+        spans = []
+        position = 0
+        for segment in self.segments:
+            width = spare if segment.kind is SegmentKind.DEEP_WILDCARD else 1
+            spans.append((position, position + width))
+            position += width
+        return spans
+
+
+def parse_template(template: str) -> PathTemplate:
+    """Parse a ``google.api.http`` path template.
+
+    Raises:
+        TemplateError: the template breaks the grammar, nests variables, repeats a field
+            path or has more than one ``**``.
+    """
+    if not template.startswith("/"):
+        raise TemplateError(f"path template {template!r} must start with '/'")
+    parser = _Parser(template)
+    parsed = parser.parse()
+    deep = [s for s in parsed.segments if s.kind is SegmentKind.DEEP_WILDCARD]
+    if len(deep) > 1:
+        raise TemplateError(f"path template {template!r} has more than one '**'")
+    names = [v.field_path for v in parsed.variables]
+    if len(set(names)) != len(names):
+        raise TemplateError(f"path template {template!r} binds a field path twice")
+    return parsed
+
+
+class _Parser:
+    """Recursive-descent parser over the template text after its leading '/'."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        self.text, self.verb = _split_verb(template)
+        self.position = 1
+        self.segments: list[Segment] = []
+        self.variables: list[Variable] = []
+
+    def parse(self) -> PathTemplate:
+        self._segments(in_variable=False)
+        if self.position != len(self.text):
+            self._fail("unexpected character")
+        return PathTemplate(self.template, tuple(self.segments), tuple(self.variables), self.verb)
+
+    def _segments(self, in_variable: bool) -> None:
+        self._segment(in_variable)
+        while self._peek() == "/":
+            self.position += 1
+            self._segment(in_variable)
+
+    def _segment(self, in_variable: bool) -> None:
+        if self.text.startswith("**", self.position):
+            self.position += 2
+            self.segments.append(Segment(SegmentKind.DEEP_WILDCARD))
+        elif self._peek() == "*":
+            self.position += 1
+            self.segments.append(Segment(SegmentKind.WILDCARD))
+        elif self._peek() == "{":
+            if in_variable:
+                self._fail("nested variable")
+            self._variable()
+        else:
+            self.segments.append(Segment(SegmentKind.LITERAL, self._literal()))
+
+    def _variable(self) -> None:
+        self.position += 1
+        field_path = self._field_path()
+        start = len(self.segments)
+        if self._peek() == "=":
+            self.position += 1
+            self._segments(in_variable=True)
+        else:
+            self.segments.append(Segment(SegmentKind.WILDCARD))
+        if self._peek() != "}":
+            self._fail("expected '}'")
+        self.position += 1
+        self.variables.append(Variable(field_path, start, len(self.segments)))
+
+    def _field_path(self) -> str:
+        parts = [self._match(_IDENT, "field name")]
+        while self._peek() == ".":
+            self.position += 1
+            parts.append(self._match(_IDENT, "field name"))
+        return ".".join(parts)
+
+    def _literal(self) -> str:
+        return self._match(_LITERAL, "literal segment")
+
+    def _match(self, pattern: re.Pattern[str], expected: str) -> str:
+        found = pattern.match(self.text, self.position)
+        if found is None:
+            self._fail(f"expected {expected}")
+            raise AssertionError  # unreachable: _fail raises
+        self.position = found.end()
+        return found.group()
+
+    def _peek(self) -> str:
+        return self.text[self.position : self.position + 1]
+
+    def _fail(self, problem: str) -> None:
+        raise TemplateError(
+            f"invalid path template {self.template!r}: {problem} at offset {self.position}"
+        )
+
+
+def _split_verb(template: str) -> tuple[str, str]:
+    """Split ``:verb`` off the last segment; a ':' inside braces belongs to no verb."""
+    last_slash = template.rfind("/")
+    last_brace = template.rfind("}")
+    colon = template.rfind(":", max(last_slash, last_brace) + 1)
+    if colon == -1:
+        return template, ""
+    verb = template[colon + 1 :]
+    if not _LITERAL.fullmatch(verb):
+        raise TemplateError(f"invalid path template {template!r}: bad verb {verb!r}")
+    return template[:colon], verb
+
+
+@dataclass(frozen=True)
+class Route(Generic[T]):
+    """A path template bound to an HTTP method and a target (a binding)."""
+
+    method: str
+    template: PathTemplate
+    target: T
+
+
+class LookupStatus(Enum):
+    """Outcome of a route lookup."""
+
+    FOUND = "found"
+    NOT_FOUND = "not found"
+    METHOD_NOT_ALLOWED = "method not allowed"
+
+
+@dataclass(frozen=True)
+class RouteMatch(Generic[T]):
+    """Result of ``Router.lookup``; ``route`` and ``params`` are set when FOUND."""
+
+    status: LookupStatus
+    route: Route[T] | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+class Router(Generic[T]):
+    """Find the route for a method and a decoded path.
+
+    Precedence: grpc-gateway v2 tries the most recently registered template first, so its
+    choice between overlapping templates depends on registration order. This router is
+    deterministic instead: at the first segment where two templates differ, a literal
+    beats ``*`` and ``*`` beats ``**``; then a template with a verb beats one without;
+    then the template declared first wins.
+    """
+
+    def __init__(self, routes: Iterable[Route[T]]) -> None:
+        indexed = list(enumerate(routes))
+        indexed.sort(key=lambda item: (item[1].template.specificity, item[0]))
+        self._routes = [route for _, route in indexed]
+
+    @property
+    def routes(self) -> list[Route[T]]:
+        return list(self._routes)
+
+    def lookup(self, method: str, path: str) -> RouteMatch[T]:
+        """Match ``path`` (percent-decoded, starting with '/') for ``method``."""
+        if not path.startswith("/"):
+            return RouteMatch(LookupStatus.NOT_FOUND)
+        components = path[1:].split("/")
+        other_method_matched = False
+        for route in self._routes:
+            params = _match_route(route.template, components)
+            if params is None:
+                continue
+            if route.method == method:
+                return RouteMatch(LookupStatus.FOUND, route, params)
+            other_method_matched = True
+        if other_method_matched:
+            return RouteMatch(LookupStatus.METHOD_NOT_ALLOWED)
+        return RouteMatch(LookupStatus.NOT_FOUND)
+
+
+def _match_route(template: PathTemplate, components: list[str]) -> dict[str, str] | None:
+    last = components[-1]
+    if template.verb and last.endswith(":" + template.verb):
+        stem = last[: -len(template.verb) - 1]
+        if not stem:
+            return None
+        return template.match([*components[:-1], stem], template.verb)
+    return template.match(components, "")
