@@ -1,0 +1,185 @@
+"""The whole stack through the front Envoy: HTTP -> Envoy -> gateway -> Envoy -> services."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from ops.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.front_http_url, timeout=30) as client:
+        yield client
+
+
+def new_id() -> str:
+    return "e2e-" + uuid.uuid4().hex[:12]
+
+
+def create(http: httpx.Client, shipment_id: str) -> dict[str, Any]:
+    response = http.post("/v1/shipments", json={"id": shipment_id})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def detail(body: dict[str, Any], type_url: str) -> dict[str, Any]:
+    return next(item for item in body["details"] if item["@type"] == type_url)
+
+
+def test_patch_through_every_state(http: httpx.Client) -> None:
+    shipment_id = new_id()
+    create(http, shipment_id)
+    for status in ("handling", "ready_to_ship", "shipped", "delivered"):
+        response = http.patch(f"/shippings/{shipment_id}", json={"status": status})
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == status
+    status = http.get(f"/api/status/shipments/{shipment_id}")
+    assert status.status_code == 200, status.text
+    assert status.json()["status"] == "delivered"
+    history = http.get(f"/v1/shipments/{shipment_id}").json()["history"]
+    assert [event["toStatus"] for event in history] == [
+        "pending",
+        "handling",
+        "ready_to_ship",
+        "shipped",
+        "delivered",
+    ]
+
+
+def test_invalid_transition_is_400_with_reason(http: httpx.Client) -> None:
+    shipment_id = new_id()
+    create(http, shipment_id)
+    response = http.patch(f"/shippings/{shipment_id}", json={"status": "delivered"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == 9
+    info = detail(body, ERROR_INFO)
+    assert info["reason"] == "INVALID_TRANSITION"
+    assert info["metadata"]["current_status"] == "pending"
+    assert info["metadata"]["allowed_next_statuses"] == "handling,cancelled"
+
+
+def test_unknown_id_is_404(http: httpx.Client) -> None:
+    for path in (
+        "/v1/shipments/nope-404",
+        "/api/status/shipments/nope-404",
+        "/api/status/tasks/nope404",
+    ):
+        response = http.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["code"] == 5
+
+
+def test_wrong_etag_is_409(http: httpx.Client) -> None:
+    shipment_id = new_id()
+    create(http, shipment_id)
+    response = http.patch(f"/shippings/{shipment_id}", json={"status": "handling", "etag": 'W/"9"'})
+    assert response.status_code == 409
+    assert detail(response.json(), ERROR_INFO)["reason"] == "ETAG_MISMATCH"
+
+
+def test_matching_etag_is_applied(http: httpx.Client) -> None:
+    shipment_id = new_id()
+    etag = create(http, shipment_id)["etag"]
+    response = http.patch(f"/shippings/{shipment_id}", json={"status": "handling", "etag": etag})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("PATCH", "/shippings/{id}", b'{"status": "handling"', None),
+        ("PATCH", "/shippings/{id}", b'{"status": 7}', "status"),
+        ("PATCH", "/shippings/{id}", b'{"status": "teleported"}', "shipment.status"),
+        ("PATCH", "/shippings/{id}", b'{"colour": "red"}', "colour"),
+        ("PATCH", "/shippings/{id}", b'{"substatus": "' + b"x" * 65 + b'"}', "shipment.substatus"),
+        ("POST", "/v1/shipments", b'{"id": "' + b"a" * 65 + b'"}', "shipment.id"),
+        ("POST", "/v1/shipments", b'{"id": "has/slash"}', "shipment.id"),
+        ("POST", "/v1/shipments", b"[]", None),
+        ("POST", "/api/tarea-concurrente", b'{"type": "transition"}', "task.shipment_ids"),
+        ("POST", "/api/tarea-concurrente", b'{"type": "nap", "shipmentIds": ["a"]}', "task.type"),
+        ("POST", "/api/tarea-concurrente", b'{"shipmentIds": "a"}', "shipmentIds"),
+        ("GET", "/v1/shipments?pageSize=abc", None, "page_size"),
+        ("GET", "/v1/shipments?status=flying", None, "status"),
+    ],
+)
+def test_bad_input_is_400_and_writes_nothing(
+    http: httpx.Client, method: str, path: str, body: bytes | None, field: str | None
+) -> None:
+    shipment_id = new_id()
+    before = create(http, shipment_id)
+    response = http.request(method, path.format(id=shipment_id), content=body)
+    assert response.status_code == 400, response.text
+    payload = response.json()
+    assert payload["code"] == 3
+    if field is not None:
+        assert field in payload["message"]
+    after = http.get(f"/v1/shipments/{shipment_id}").json()
+    assert after["etag"] == before["etag"]
+
+
+def test_oversized_body_is_4xx(http: httpx.Client) -> None:
+    shipment_id = new_id()
+    create(http, shipment_id)
+    body = b'{"substatus": "' + b"x" * (2 << 20) + b'"}'
+    response = http.patch(f"/shippings/{shipment_id}", content=body)
+    assert 400 <= response.status_code < 500
+
+
+def test_concurrent_task_route_changes_shipment(http: httpx.Client) -> None:
+    shipment_id = new_id()
+    create(http, shipment_id)
+    response = http.post(
+        "/api/tarea-concurrente",
+        json={
+            "type": "transition",
+            "shipmentIds": [shipment_id],
+            "targetStatus": "handling",
+            "workDuration": "0.2s",
+        },
+    )
+    assert response.status_code == 200, response.text
+    task_id = response.json()["id"]
+    deadline = time.monotonic() + 60
+    while True:
+        task = http.get(f"/api/status/tasks/{task_id}").json()
+        if task.get("state") == "SUCCEEDED":
+            break
+        assert task.get("state") not in ("FAILED", "CANCELLED"), task
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)
+    assert http.get(f"/api/status/shipments/{shipment_id}").json()["status"] == "handling"
+
+
+def test_overview_names_serving_site(http: httpx.Client) -> None:
+    response = http.get("/api/status")
+    assert response.status_code == 200, response.text
+    overview = response.json()
+    assert overview["servingSite"] == "primary"
+    assert "shipmentsByStatus" in overview
+
+
+def test_killed_primary_replica_calls_still_succeed(stack: Stack, http: httpx.Client) -> None:
+    name = "shipment-primary-1"
+    stack.kill_process(name)
+    try:
+        for _ in range(40):
+            shipment_id = new_id()
+            create(http, shipment_id)
+            response = http.get(f"/v1/shipments/{shipment_id}")
+            assert response.status_code == 200, response.text
+    finally:
+        stack.start_process(name)
+        stack.wait_ready([name], timeout_s=60)
