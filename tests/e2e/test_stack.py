@@ -45,9 +45,9 @@ def test_patch_through_every_state(http: httpx.Client) -> None:
         response = http.patch(f"/shippings/{shipment_id}", json={"status": status})
         assert response.status_code == 200, response.text
         assert response.json()["status"] == status
-    status = http.get(f"/api/status/shipments/{shipment_id}")
-    assert status.status_code == 200, status.text
-    assert status.json()["status"] == "delivered"
+    current = http.get(f"/api/status/shipments/{shipment_id}")
+    assert current.status_code == 200, current.text
+    assert current.json()["status"] == "delivered"
     history = http.get(f"/v1/shipments/{shipment_id}").json()["history"]
     assert [event["toStatus"] for event in history] == [
         "pending",
