@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ops import envoy_config
+from ops import envoy_config, grpc_call, replay
 from ops.provision import ProvisionError, ensure_packages, find_binary, rabbitmq_server_binary
 from ops.stack import Stack, StackError, stack_from_environ
 from ops.topology import TopologyError
@@ -24,7 +24,7 @@ from services.common.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[argparse.Namespace, list[str]], int]
+Handler = Callable[[argparse.Namespace], int]
 
 HEALTHY = ("ok", "-")
 """Health values of a process that is fine: probe passed, or no probe (tracked by pid)."""
@@ -33,13 +33,11 @@ HEALTHY = ("ok", "-")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``envios`` command line; return the process exit status."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "replay":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     _configure_logging(args.log_level)
     handler: Handler = args.handler
     try:
-        return handler(args, extra)
+        return handler(args)
     except FileNotFoundError as error:
         logger.error("file not found: %s; check --topology / ENVIOS_TOPOLOGY", error.filename)
     except (
@@ -88,12 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
         "REDIS_URL / AMQP_URL need no package. Starts nothing.",
     )
     provision.set_defaults(handler=_provision)
-    replay = commands.add_parser(
+    replay_parser = commands.add_parser(
         "replay",
-        add_help=False,
-        help="replay an Olist orders CSV through the stack (see `envios replay --help`)",
+        help="replay an Olist orders CSV through the stack and verify the final states",
+        description="Drive each order's timeline through the HTTP facade (create, then one "
+        "PATCH per transition) and check every shipment's final status.",
     )
-    replay.set_defaults(handler=_replay)
+    replay.add_arguments(replay_parser)
+    replay_parser.set_defaults(handler=_replay)
+    call_parser = commands.add_parser(
+        "call",
+        help="call a gRPC method with JSON through Envoy, using server reflection",
+        description="Resolve the method by server reflection, send the JSON request and print "
+        "the response as JSON. Without a method, list the services.",
+    )
+    grpc_call.add_arguments(call_parser)
+    call_parser.set_defaults(handler=_call)
     return parser
 
 
@@ -160,7 +168,7 @@ def _stack(args: argparse.Namespace) -> Stack:
     return stack_from_environ(environ)
 
 
-def _up(args: argparse.Namespace, extra: list[str]) -> int:
+def _up(args: argparse.Namespace) -> int:
     stack = _stack(args)
     if not stack.up(timeout_s=args.timeout_s):
         print(f"envios is already up (state directory {stack.state_dir}); nothing started")
@@ -170,7 +178,7 @@ def _up(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _down(args: argparse.Namespace, extra: list[str]) -> int:
+def _down(args: argparse.Namespace) -> int:
     stack = _stack(args)
     if stack.down(timeout_s=args.timeout_s):
         print("envios is down")
@@ -179,7 +187,7 @@ def _down(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace, extra: list[str]) -> int:
+def _status(args: argparse.Namespace) -> int:
     report = _stack(args).status()
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
@@ -220,7 +228,7 @@ def format_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _provision(args: argparse.Namespace, extra: list[str]) -> int:
+def _provision(args: argparse.Namespace) -> int:
     installed = ensure_packages(os.environ)
     if installed:
         print(f"installed Debian packages: {' '.join(installed)}")
@@ -234,20 +242,11 @@ def _provision(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _replay(args: argparse.Namespace, extra: list[str]) -> int:
-    try:
-        # Imported here, so the other commands work when the replay module is missing.
-        from ops import replay
-    except ModuleNotFoundError as error:
-        if error.name != "ops.replay":
-            raise
-        logger.error("envios replay is not available: the module ops.replay is missing")
-        return 1
-    parser = argparse.ArgumentParser(
-        prog="envios replay", description="Replay an Olist orders CSV through the stack."
-    )
-    replay.add_arguments(parser)
-    replay_args = parser.parse_args(extra)
-    if getattr(replay_args, "url", "") is None:
-        replay_args.url = _stack(args).front_http_url
-    return replay.run(replay_args)
+def _replay(args: argparse.Namespace) -> int:
+    if args.url is None:
+        args.url = _stack(args).front_http_url
+    return replay.run(args)
+
+
+def _call(args: argparse.Namespace) -> int:
+    return grpc_call.run(args, args.target or _stack(args).grpc_target)

@@ -19,6 +19,9 @@ import time
 from typing import Protocol
 
 import grpc
+from envios.shipment.v1 import shipment_pb2
+from envios.status.v1 import status_pb2
+from envios.task.v1 import task_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -26,6 +29,15 @@ from services.common.config import ServerConfig
 from services.common.errors import ErrorMappingInterceptor
 
 logger = logging.getLogger(__name__)
+
+API_SERVICES = tuple(
+    service.full_name
+    for module in (shipment_pb2, task_pb2, status_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+)
+"""Every envios service. Each replica's reflection lists all of them, because clients
+reflect through Envoy's gRPC listener, which serves all of them; a call to a replica for a
+service it does not implement fails with UNIMPLEMENTED."""
 
 
 class ServiceApp(Protocol):
@@ -63,7 +75,7 @@ class GrpcServer:
         """Start serving and return the bound port; health turns SERVING once ready."""
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.app.register(self.server)
-        names = (self.app.service_name, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (*API_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self.server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = self.server.add_insecure_port(self.config.listen_address)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "olist-sample" / "orders.csv"
-FULL_ORDERS = ROOT.parent / "shared" / "data" / "olist_orders_sample.csv"
+FULL_ORDERS = Path(
+    os.environ.get("ENVIOS_OLIST_ORDERS")
+    or ROOT.parent / "shared" / "data" / "olist_orders_sample.csv"
+)
+"""The full 4,000-order Olist file: ``ENVIOS_OLIST_ORDERS``, else beside the clone."""
 
 
 def run_replay(stack: Stack, path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ops.cli import main as envios
 from ops.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -183,3 +185,29 @@ def test_killed_primary_replica_calls_still_succeed(stack: Stack, http: httpx.Cl
     finally:
         stack.start_process(name)
         stack.wait_ready([name], timeout_s=60)
+
+
+def test_grpc_call_by_reflection_through_envoy(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shipment_id = new_id()
+    target = ["--target", stack.grpc_target]
+    assert envios(["call", *target]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "envios.shipment.v1.ShipmentService" in listed
+    assert "envios.task.v1.TaskService" in listed
+    assert "envios.status.v1.StatusService" in listed
+    create = json.dumps({"shipment": {"id": shipment_id}})
+    assert (
+        envios(["call", "envios.shipment.v1.ShipmentService/CreateShipment", create, *target]) == 0
+    )
+    capsys.readouterr()
+    read = json.dumps({"shipmentId": shipment_id})
+    assert envios(["call", "envios.status.v1.StatusService/GetShipmentStatus", read, *target]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "pending"
+
+
+def test_grpc_call_unknown_method_exits_2(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    method = "envios.shipment.v1.ShipmentService/Teleport"
+    assert envios(["call", method, "{}", "--target", stack.grpc_target]) == 2
+    assert "no method 'Teleport'" in capsys.readouterr().err

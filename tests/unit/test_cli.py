@@ -9,7 +9,15 @@ import pytest
 
 from ops.cli import format_status, main
 
-COMMANDS: tuple[list[str], ...] = ([], ["up"], ["down"], ["status"], ["provision"], ["replay"])
+COMMANDS: tuple[list[str], ...] = (
+    [],
+    ["up"],
+    ["down"],
+    ["status"],
+    ["provision"],
+    ["replay"],
+    ["call"],
+)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda command: " ".join(command) or "envios")
