@@ -48,17 +48,20 @@ _INT_RANGES = {
     FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
     FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
-_WRAPPER_VALUE_TYPES = {
-    "google.protobuf.DoubleValue",
-    "google.protobuf.FloatValue",
-    "google.protobuf.Int64Value",
-    "google.protobuf.UInt64Value",
-    "google.protobuf.Int32Value",
-    "google.protobuf.UInt32Value",
-    "google.protobuf.BoolValue",
-    "google.protobuf.StringValue",
-    "google.protobuf.BytesValue",
-}
+WRAPPER_TYPES = frozenset(
+    {
+        "google.protobuf.DoubleValue",
+        "google.protobuf.FloatValue",
+        "google.protobuf.Int64Value",
+        "google.protobuf.UInt64Value",
+        "google.protobuf.Int32Value",
+        "google.protobuf.UInt32Value",
+        "google.protobuf.BoolValue",
+        "google.protobuf.StringValue",
+        "google.protobuf.BytesValue",
+    }
+)
+"""Well-known wrapper messages, whose JSON form is the wrapped value itself."""
 
 Scalar = bool | int | float | str | bytes
 
@@ -275,7 +278,7 @@ def parse_message(descriptor: Descriptor, text: str, path: str) -> Message:
             return field_mask_pb2.FieldMask(paths=[p for p in text.split(",") if p])
     except ValueError as error:
         raise FieldValueError(f"invalid value for field {path!r}: {error}") from None
-    if name in _WRAPPER_VALUE_TYPES:
+    if name in WRAPPER_TYPES:
         wrapper = message_factory.GetMessageClass(descriptor)()
         value_field = descriptor.fields_by_name["value"]
         wrapper.value = parse_scalar(value_field, text, path)  # type: ignore[attr-defined]

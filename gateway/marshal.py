@@ -16,31 +16,25 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway.fields import descriptor_of, is_map
+from gateway.fields import WRAPPER_TYPES, descriptor_of, is_map
 
 CONTENT_TYPE = "application/json"
 
 # Types whose JSON form is not an object of their fields, so no nulls are added inside.
-_SPECIAL_JSON_TYPES = frozenset(
-    {
-        "google.protobuf.Any",
-        "google.protobuf.Timestamp",
-        "google.protobuf.Duration",
-        "google.protobuf.FieldMask",
-        "google.protobuf.Struct",
-        "google.protobuf.Value",
-        "google.protobuf.ListValue",
-        "google.protobuf.Empty",
-        "google.protobuf.DoubleValue",
-        "google.protobuf.FloatValue",
-        "google.protobuf.Int64Value",
-        "google.protobuf.UInt64Value",
-        "google.protobuf.Int32Value",
-        "google.protobuf.UInt32Value",
-        "google.protobuf.BoolValue",
-        "google.protobuf.StringValue",
-        "google.protobuf.BytesValue",
-    }
+_SPECIAL_JSON_TYPES = (
+    frozenset(
+        {
+            "google.protobuf.Any",
+            "google.protobuf.Timestamp",
+            "google.protobuf.Duration",
+            "google.protobuf.FieldMask",
+            "google.protobuf.Struct",
+            "google.protobuf.Value",
+            "google.protobuf.ListValue",
+            "google.protobuf.Empty",
+        }
+    )
+    | WRAPPER_TYPES
 )
 
 
