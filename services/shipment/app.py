@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import grpc
 from envios.shipment.v1 import shipment_pb2, shipment_pb2_grpc
 
-from services.common.amqp import OutboxRelay
 from services.common.cache import SHIPMENT_KEY, StatusCache, put_quietly
 from services.common.config import (
     EnvReader,
@@ -18,6 +17,7 @@ from services.common.config import (
     read_redis_url,
 )
 from services.common.database import Database
+from services.common.outbox import OutboxRelay
 from services.shipment.domain import Change, ShipmentState
 from services.shipment.servicer import ShipmentServicer
 from services.shipment.store import ShipmentStore, ShipmentView, SqliteShipmentStore

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import grpc
 from envios.task.v1 import task_pb2, task_pb2_grpc
 
-from services.common.amqp import OutboxRelay
 from services.common.config import EnvReader, ServerConfig, read_amqp_url, read_database_url
 from services.common.database import Database
+from services.common.outbox import OutboxRelay
 from services.task.servicer import TaskServicer
 from services.task.store import SqliteTaskStore
 
