@@ -15,9 +15,11 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import MethodDescriptor
+from google.rpc import error_details_pb2  # noqa: F401  (registers ErrorInfo, BadRequest for JSON)
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from grpc_status import rpc_status
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -109,4 +111,9 @@ def run(args: argparse.Namespace, target: str) -> int:
 
 
 def _describe(error: Any) -> dict[str, Any]:
-    return {"code": error.code().name, "message": error.details()}
+    """Return the code, message and rich details (ErrorInfo, BadRequest) of a failed call."""
+    described: dict[str, Any] = {"code": error.code().name, "message": error.details()}
+    status = rpc_status.from_call(error)
+    if status is not None and status.details:
+        described["details"] = [json_format.MessageToDict(detail) for detail in status.details]
+    return described

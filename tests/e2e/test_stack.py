@@ -211,3 +211,11 @@ def test_grpc_call_unknown_method_exits_2(stack: Stack, capsys: pytest.CaptureFi
     method = "envios.shipment.v1.ShipmentService/Teleport"
     assert envios(["call", method, "{}", "--target", stack.grpc_target]) == 2
     assert "no method 'Teleport'" in capsys.readouterr().err
+
+
+def test_grpc_call_failure_shows_details(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    method = "envios.shipment.v1.ShipmentService/GetShipment"
+    assert envios(["call", method, '{"id": "missing-1"}', "--target", stack.grpc_target]) == 1
+    error = json.loads(capsys.readouterr().err)
+    assert error["code"] == "NOT_FOUND"
+    assert error["details"][0]["reason"] == "SHIPMENT_NOT_FOUND"
