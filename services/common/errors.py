@@ -11,8 +11,9 @@ response that Envoy's retries and outlier detection can see.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import grpc
@@ -137,8 +138,28 @@ def _wrap_unary(behavior: Behavior, method: str) -> Behavior:
     return wrapper
 
 
+def _wrap_stream(behavior: Callable[[Any, Context], AsyncIterator[Any]], method: str) -> Any:
+    async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except DomainError as error:
+            await context.abort_with_status(to_status(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            logger.exception("unexpected error in %s", method)
+            await context.abort_with_status(internal_status())
+
+    return wrapper
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Map domain exceptions raised by unary handlers to gRPC statuses."""
+    """Map domain exceptions raised by unary and server-streaming handlers to gRPC statuses.
+
+    A streaming handler that fails after sending messages still gets its status, but in
+    the trailers, where Envoy's retries and outlier detection cannot see it.
+    """
 
     async def intercept_service(
         self,
@@ -146,10 +167,19 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        method = handler_call_details.method
+        if handler is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap_unary(handler.unary_unary, handler_call_details.method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -72,4 +72,23 @@ CREATE TABLE tasks (
 );
 CREATE INDEX tasks_by_state ON tasks (state)
 """,
+    # 2: the lease that makes one outbox relay at a time publish, so events keep their order.
+    """
+CREATE TABLE outbox_lease (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_us INTEGER NOT NULL
+)
+""",
+    # 3: the replica that ran a task's latest attempt, and a snapshot of every task state
+    # change so that WatchTask can stream them all in order.
+    """
+ALTER TABLE tasks ADD COLUMN worker TEXT NOT NULL DEFAULT '';
+CREATE TABLE task_history (
+    task_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    snapshot TEXT NOT NULL,
+    PRIMARY KEY (task_id, version)
+)
+""",
 ]

@@ -8,9 +8,19 @@ Threads and ownership:
 - An asyncio loop on a second thread runs the tasks, so many 1-5 s tasks overlap.
 - When a task finishes, its ack (or nack) is handed back to the connection's thread with
   ``add_callback_threadsafe``, the only pika call that is safe from another thread. The ack
-  is sent only after the task's effect is committed. A delivery tag is only acked on the
-  channel that delivered it; after a reconnect, old tags are dropped and RabbitMQ
-  redelivers those messages, which the executor handles idempotently.
+  is sent only after the task's final state is committed. A delivery tag is only acked on
+  the channel that delivered it: after a reconnect, the tags of the lost channel are
+  dropped and RabbitMQ redelivers those messages, which the executor handles idempotently.
+
+Failure handling:
+
+- Transient failures are retried inside the executor (see ``services.task.executor``).
+- Any other exception returns the message to the queue (nack with requeue), which counts
+  a delivery. After ``DELIVERY_LIMIT`` returns RabbitMQ dead-letters it; so does a
+  message on which workers keep crashing. Workers consume the dead-letter notification
+  queue and mark such a task FAILED, so no row stays RUNNING or RETRYING for ever.
+- A lost connection is retried with capped exponential backoff and jitter. At start-up a
+  task topology that exists with other arguments stops the worker with exit status 2.
 """
 
 from __future__ import annotations
@@ -20,12 +30,13 @@ import functools
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -34,61 +45,39 @@ from envios.shipment.v1 import shipment_pb2_grpc
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
-from services.common.amqp import TASKS_QUEUE, connection_parameters, declare_topology
+from services.common.amqp import TopologyMismatch, connection_parameters, declare_topology
 from services.common.cache import StatusCache
-from services.common.config import (
-    PREFIX,
-    ConfigError,
-    EnvReader,
-    describe,
-    read_amqp_url,
-    read_database_url,
-    read_redis_url,
-    read_upstream,
-)
+from services.common.config import ConfigError, describe
 from services.common.database import Database
 from services.common.logs import configure_logging
-from services.task.executor import TaskExecutor
-from services.task.handlers import RetryLater
+from services.task import metrics
+from services.task.executor import ExecutorSettings, TaskExecutor
+from services.task.settings import WorkerConfig
 from services.task.store import SqliteTaskStore
+
+__all__ = ["Worker", "WorkerConfig", "main"]
 
 logger = logging.getLogger(__name__)
 
+RECONNECT_BASE_S = 0.5
+RECONNECT_CAP_S = 10.0
+QUEUE_DEPTH_INTERVAL_S = 5.0
+"""How often the worker reads the task queue's depth for ``envios_task_queue_depth``."""
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Configuration of one task worker process."""
 
-    replica: str
-    """Worker name in logs, for example ``worker-primary-1``."""
-    site: str
-    database_url: str
-    redis_url: str
-    amqp_url: str
-    upstream_grpc: str
-    """Envoy's gRPC listener, through which the handlers reach ShipmentService."""
-    concurrency: int = 16
-    """Tasks run at once (the AMQP prefetch count)."""
-    log_level: str = "INFO"
+class _Session:
+    """One connection and its channel; tags are only settled on this channel."""
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> WorkerConfig:
-        """Raises ConfigError listing every missing or invalid variable."""
-        env = EnvReader(environ)
-        config = cls(
-            replica=env.text(PREFIX + "REPLICA", "worker-local"),
-            site=env.text(PREFIX + "SITE", "primary"),
-            database_url=read_database_url(env),
-            redis_url=read_redis_url(env),
-            amqp_url=read_amqp_url(env),
-            upstream_grpc=read_upstream(env),
-            concurrency=env.integer(PREFIX + "WORKER_CONCURRENCY", 16, minimum=1),
-            log_level=env.choice(
-                PREFIX + "LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"
-            ),
-        )
-        env.check()
-        return config
+    def __init__(self, connection: pika.BlockingConnection, channel: BlockingChannel) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.running: dict[int, Future[None]] = {}
+
+    def call_threadsafe(self, callback: Callable[[], None], what: str) -> None:
+        try:
+            self.connection.add_callback_threadsafe(callback)
+        except AMQPError:
+            logger.warning("connection closed before %s; RabbitMQ will redeliver it", what)
 
 
 class Worker:
@@ -96,134 +85,239 @@ class Worker:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
+        self.names = config.tasks.names
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
             target=self.loop.run_forever, name="tasks", daemon=True
         )
         self._stopping = threading.Event()
-        self._connection: pika.BlockingConnection | None = None
-        self._consuming: BlockingChannel | None = None
-        self._running: set[Future[None]] = set()
+        self._session: _Session | None = None
         self.executor: TaskExecutor | None = None
+        self.connections = 0
+        """Connections opened so far; more than one means the worker reconnected."""
+        self.consuming = threading.Event()
+        """Set while the worker consumes (tests wait for it)."""
 
     def run(self) -> None:
-        """Consume until ``stop()``; reconnect with capped backoff after a lost connection."""
+        """Consume until ``stop()``; reconnect with capped backoff after a lost connection.
+
+        Raises:
+            TopologyMismatch: the task queues exist with other arguments.
+        """
         self._loop_thread.start()
-        asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
-        backoff = 0.5
-        while not self._stopping.is_set():
-            try:
-                self._consume()
-                backoff = 0.5
-            except (AMQPError, OSError) as error:
-                logger.warning(
-                    "worker %s lost RabbitMQ (%s); reconnecting in %.1f s",
-                    self.config.replica,
-                    error,
-                    backoff,
-                )
-                self._stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._loop_thread.join()
-        self.loop.close()
+        self._on_loop(self._open())
+        try:
+            self._consume_with_reconnect()
+        finally:
+            self._on_loop(self._close())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._loop_thread.join()
+            self.loop.close()
 
     def stop(self) -> None:
         """Stop consuming; safe from a signal handler on the main thread."""
         self._stopping.set()
-        if self._connection is not None and self._connection.is_open:
-            self._connection.add_callback_threadsafe(self._stop_consuming)
+        session = self._session
+        if session is not None and session.connection.is_open:
+            session.call_threadsafe(self._stop_consuming, "the stop request")
+
+    def _on_loop(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def _consume_with_reconnect(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._consume()
+                failures = 0
+            except TopologyMismatch:
+                raise
+            except (AMQPError, OSError) as error:
+                self.consuming.clear()
+                delay_s = _reconnect_delay_s(failures)
+                failures += 1
+                logger.warning(
+                    "worker %s lost RabbitMQ (%r); reconnecting in %.1f s",
+                    self.config.replica,
+                    error,
+                    delay_s,
+                )
+                self._stopping.wait(delay_s)
 
     def _stop_consuming(self) -> None:
-        if self._consuming is not None and self._consuming.is_open:
-            self._consuming.stop_consuming()
+        session = self._session
+        if session is not None and session.channel.is_open:
+            session.channel.stop_consuming()
 
     def _consume(self) -> None:
-        connection = pika.BlockingConnection(connection_parameters(self.config.amqp_url))
-        self._connection = connection
+        parameters = connection_parameters(self.config.amqp_url, self.config.heartbeat_s)
+        connection = pika.BlockingConnection(parameters)
+        self.connections += 1
         try:
             channel = connection.channel()
-            self._consuming = channel
-            declare_topology(channel)
-            channel.basic_qos(prefetch_count=self.config.concurrency)
-            channel.basic_consume(TASKS_QUEUE, functools.partial(self._on_message, connection))
-            logger.info(
-                "worker %s consuming %s with prefetch %s",
-                self.config.replica,
-                TASKS_QUEUE,
-                self.config.concurrency,
-            )
+            declare_topology(channel, self.names)
+            session = _Session(connection, channel)
+            self._session = session
+            self._start_consumers(session)
             if not self._stopping.is_set():
+                self.consuming.set()
                 channel.start_consuming()
-            self._drain(connection)
+            self.consuming.clear()
+            self._drain(session)
         finally:
             if connection.is_open:
                 connection.close()
 
-    def _drain(self, connection: pika.BlockingConnection) -> None:
-        """Wait for running tasks so their acks go out before the connection closes."""
-        while self._running and connection.is_open:
-            connection.process_data_events(time_limit=0.2)
+    def _start_consumers(self, session: _Session) -> None:
+        channel = session.channel
+        channel.basic_qos(prefetch_count=self.config.concurrency)
+        channel.basic_consume(self.names.queue, functools.partial(self._on_message, session))
+        channel.basic_consume(
+            self.names.dead_letter_notify_queue, functools.partial(self._on_dead_letter, session)
+        )
+        self._watch_queue_depth(session)
+        logger.info(
+            "worker %s consuming %s with prefetch %s",
+            self.config.replica,
+            self.names.queue,
+            self.config.concurrency,
+        )
+
+    def _watch_queue_depth(self, session: _Session) -> None:
+        if not session.channel.is_open:
+            return
+        declared = session.channel.queue_declare(self.names.queue, passive=True)
+        metrics.QUEUE_DEPTH.labels(self.names.queue).set(declared.method.message_count)
+        session.connection.call_later(
+            QUEUE_DEPTH_INTERVAL_S, functools.partial(self._watch_queue_depth, session)
+        )
+
+    def _drain(self, session: _Session) -> None:
+        """Wait up to ``stop_grace_s`` for running tasks so their acks go out."""
+        deadline = time.monotonic() + self.config.stop_grace_s
+        while session.running and session.connection.is_open:
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "worker %s abandons %s running tasks after %.1f s; RabbitMQ redelivers them",
+                    self.config.replica,
+                    len(session.running),
+                    self.config.stop_grace_s,
+                )
+                for future in session.running.values():
+                    future.cancel()
+                return
+            session.connection.process_data_events(time_limit=0.2)
 
     def _on_message(
         self,
-        connection: pika.BlockingConnection,
+        session: _Session,
         channel: BlockingChannel,
         method: Any,
         properties: Any,
         body: bytes,
     ) -> None:
-        try:
-            task_id = json.loads(body)["task_id"]
-        except (ValueError, KeyError, TypeError):
+        task_id = _task_id(body)
+        if task_id is None:
             logger.error("rejecting malformed task message %r", body[:200])
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
         assert self.executor is not None
         future = asyncio.run_coroutine_threadsafe(self.executor.execute(task_id), self.loop)
-        self._running.add(future)
-        done = functools.partial(self._settle, connection, channel, method.delivery_tag, task_id)
+        tag = method.delivery_tag
+        session.running[tag] = future
+        settle = functools.partial(self._settle, session, tag, task_id)
         future.add_done_callback(
-            lambda finished: connection.add_callback_threadsafe(functools.partial(done, finished))
+            lambda done: session.call_threadsafe(
+                functools.partial(settle, done), f"task {task_id} settled"
+            )
         )
 
-    def _settle(
-        self,
-        connection: pika.BlockingConnection,
-        channel: BlockingChannel,
-        tag: int,
-        task_id: str,
-        future: Future[None],
-    ) -> None:
-        self._running.discard(future)
-        if not channel.is_open:
-            logger.warning(
-                "channel closed before task %s settled; RabbitMQ will redeliver it", task_id
-            )
+    def _settle(self, session: _Session, tag: int, task_id: str, future: Future[None]) -> None:
+        session.running.pop(tag, None)
+        if not session.channel.is_open:
+            logger.warning("channel closed before task %s settled; RabbitMQ redelivers it", task_id)
+            return
+        if future.cancelled():
+            session.channel.basic_nack(tag, requeue=True)
             return
         error = future.exception()
         if error is None:
+            session.channel.basic_ack(tag)
+            return
+        logger.error(
+            "task %s failed unexpectedly; returning it to the queue", task_id, exc_info=error
+        )
+        session.channel.basic_nack(tag, requeue=True)
+
+    def _on_dead_letter(
+        self,
+        session: _Session,
+        channel: BlockingChannel,
+        method: Any,
+        properties: Any,
+        body: bytes,
+    ) -> None:
+        task_id = _task_id(body)
+        tag = method.delivery_tag
+        if task_id is None or self.executor is None:
             channel.basic_ack(tag)
-        elif isinstance(error, RetryLater):
-            channel.basic_nack(tag, requeue=True)
-        else:
-            logger.error("task %s failed unexpectedly; requeueing it", task_id, exc_info=error)
-            channel.basic_nack(tag, requeue=True)
+            return
+        coroutine = self.executor.mark_dead_lettered(task_id, _death_reason(properties))
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+        def settle(done: Future[None]) -> None:
+            if channel.is_open:
+                if done.exception() is None:
+                    channel.basic_ack(tag)
+                else:
+                    channel.basic_nack(tag, requeue=True)
+
+        future.add_done_callback(
+            lambda done: session.call_threadsafe(
+                functools.partial(settle, done), f"dead letter of {task_id}"
+            )
+        )
 
     async def _open(self) -> None:
-        database = Database(self.config.database_url)
-        await database.open()
+        self._database = Database(self.config.database_url)
+        await self._database.open()
         self._channel = grpc.aio.insecure_channel(self.config.upstream_grpc)
         self._cache = StatusCache(self.config.redis_url)
         stub = shipment_pb2_grpc.ShipmentServiceStub(self._channel)
-        self._database = database
-        self.executor = TaskExecutor(SqliteTaskStore(database), self._cache, stub)
+        settings = ExecutorSettings(
+            worker=self.config.replica,
+            task_timeout_s=self.config.tasks.task_timeout_s,
+            retry=self.config.tasks.retry,
+            time_scale=self.config.tasks.time_scale,
+        )
+        store = SqliteTaskStore(self._database, self.names)
+        self.executor = TaskExecutor(store, self._cache, stub, settings)
 
     async def _close(self) -> None:
         await self._channel.close()
         await self._cache.close()
         await self._database.close()
+
+
+def _reconnect_delay_s(failures: int) -> float:
+    ceiling = min(RECONNECT_CAP_S, RECONNECT_BASE_S * 2.0**failures)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _task_id(body: bytes) -> str | None:
+    try:
+        task_id = json.loads(body)["task_id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return task_id if isinstance(task_id, str) else None
+
+
+def _death_reason(properties: Any) -> str:
+    """Return why RabbitMQ dead-lettered a message (``delivery_limit``, ``rejected``...)."""
+    headers = properties.headers or {}
+    deaths = headers.get("x-death") or [{}]
+    reason = deaths[0].get("reason", b"unknown")
+    return reason.decode() if isinstance(reason, bytes) else str(reason)
 
 
 def main() -> None:
@@ -234,10 +328,16 @@ def main() -> None:
         raise SystemExit(2) from error
     configure_logging(config.log_level, "task-worker", config.replica)
     logger.info("starting task worker with %s", describe(config))
+    if config.metrics_address:
+        metrics.serve_metrics(config.metrics_address)
     worker = Worker(config)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    worker.run()
+    try:
+        worker.run()
+    except TopologyMismatch as error:
+        logger.error("worker %s cannot start: %s", config.replica, error)
+        raise SystemExit(2) from error
     logger.info("worker %s stopped", config.replica)
 
 

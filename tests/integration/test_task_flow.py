@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import random
+import sqlite3
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,13 +20,25 @@ from envios.task.v1 import task_pb2, task_pb2_grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
+from ops import cli
+from services.common.amqp import DELIVERY_LIMIT, TaskQueueNames
 from services.common.cache import TASK_KEY, StatusCache
 from services.common.server import GrpcServer
 from services.shipment.app import ShipmentApp, ShipmentConfig
 from services.task.app import TaskApp, TaskConfig
+from services.task.handlers import HANDLERS, Progress, RetryLater
 from services.task.worker import Worker, WorkerConfig
 from tests.conftest import DataTier
+from tests.integration.task_harness import (
+    count_rows,
+    delete_task_topology,
+    eventually,
+    queue_counts,
+    task_messages,
+    transitions_by_task,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,6 +48,10 @@ class TaskStack:
     shipments: Any
     tasks: Any
     redis_url: str
+    amqp_url: str
+    database_path: str
+    names: TaskQueueNames
+    worker: Worker
 
 
 async def start(app: Any, config: Any) -> GrpcServer:
@@ -41,22 +60,45 @@ async def start(app: Any, config: Any) -> GrpcServer:
     return server
 
 
+WORKER_ENVIRON = {
+    "ENVIOS_WORKER_CONCURRENCY": "16",
+    "ENVIOS_TASK_BACKOFF_BASE_S": "0.1",
+    "ENVIOS_TASK_BACKOFF_CAP_S": "0.4",
+}
+"""Settings of these tests: short backoffs."""
+
+
 @pytest.fixture
-async def task_stack(tmp_path: Path, data_tier: DataTier) -> AsyncIterator[TaskStack]:
+def worker_environ() -> dict[str, str]:
+    """Extra environment of the services and the worker; tests parametrize it."""
+    return {}
+
+
+@pytest.fixture
+async def task_stack(
+    tmp_path: Path, data_tier: DataTier, worker_environ: dict[str, str]
+) -> AsyncIterator[TaskStack]:
+    names = TaskQueueNames(f"test-{uuid.uuid4().hex[:12]}")
     environ = {
         "ENVIOS_DATABASE_URL": f"sqlite:///{tmp_path}/envios.db",
         "REDIS_URL": data_tier.redis_url,
         "AMQP_URL": data_tier.amqp_url,
         "ENVIOS_DRAIN_S": "0",
+        "ENVIOS_TASK_NAMESPACE": names.namespace,
+        "ENVIOS_REPLICA": "task-test-1",
+        **WORKER_ENVIRON,
     }
+    environ.update(worker_environ)
     shipment_config = ShipmentConfig.from_env(environ)
     shipment_server = await start(ShipmentApp(shipment_config), shipment_config)
+    upstream = f"127.0.0.1:{shipment_server.port}"
+    environ["ENVIOS_UPSTREAM_GRPC"] = upstream
     task_config = TaskConfig.from_env(environ)
     task_server = await start(TaskApp(task_config), task_config)
-    upstream = f"127.0.0.1:{shipment_server.port}"
-    worker = Worker(WorkerConfig.from_env({**environ, "ENVIOS_UPSTREAM_GRPC": upstream}))
+    worker = Worker(WorkerConfig.from_env({**environ, "ENVIOS_REPLICA": "worker-test-1"}))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
+    assert await asyncio.to_thread(worker.consuming.wait, 30), "worker did not start consuming"
     async with (
         grpc.aio.insecure_channel(upstream) as shipment_channel,
         grpc.aio.insecure_channel(f"127.0.0.1:{task_server.port}") as task_channel,
@@ -65,18 +107,16 @@ async def task_stack(tmp_path: Path, data_tier: DataTier) -> AsyncIterator[TaskS
             shipment_pb2_grpc.ShipmentServiceStub(shipment_channel),
             task_pb2_grpc.TaskServiceStub(task_channel),
             data_tier.redis_url,
+            data_tier.amqp_url,
+            f"{tmp_path}/envios.db",
+            names,
+            worker,
         )
     worker.stop()
     await asyncio.to_thread(thread.join, 30)
     await task_server.stop()
     await shipment_server.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+    await asyncio.to_thread(delete_task_topology, data_tier.amqp_url, names)
 
 
 async def create_shipments(stack: TaskStack, *ids: str) -> None:
@@ -91,7 +131,7 @@ def transition(ids: list[str], status: str, work_ms: int = 50) -> task_pb2.Task:
         type="transition",
         shipment_ids=ids,
         target_status=status,
-        work_duration=duration_pb2.Duration(nanos=work_ms * 1_000_000),
+        work_duration=seconds(work_ms / 1000),
     )
 
 
@@ -213,3 +253,434 @@ async def test_unknown_task_not_found(task_stack: TaskStack) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call(request_type(id="0123abc"))
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def simulate(distribution: task_pb2.DurationDistribution) -> task_pb2.Task:
+    return task_pb2.Task(type="simulate", simulated_duration=distribution)
+
+
+def seconds(value: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromMilliseconds(round(value * 1000))
+    return duration
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[1].Unpack(bad_request)
+    return [violation.field for violation in bad_request.field_violations]
+
+
+async def watch_states(stack: TaskStack, task_id: str) -> list[task_pb2.Task]:
+    call = stack.tasks.WatchTask(task_pb2.WatchTaskRequest(id=task_id), timeout=30)
+    return [update async for update in call]
+
+
+class FlakyHandler:
+    """Fails transiently on its first ``failures`` runs, then succeeds."""
+
+    name = "flaky"
+    simulated = True
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.runs = 0
+
+    async def run(self, task: Any, context: Any) -> AsyncIterator[Any]:
+        self.runs += 1
+        if self.runs <= self.failures:
+            raise RetryLater(f"outside system unavailable (run {self.runs})")
+        yield Progress(100)
+
+
+class PoisonHandler:
+    """Fails with an unexpected error on every run, like a bug triggered by one input."""
+
+    name = "poison"
+    simulated = True
+
+    async def run(self, task: Any, context: Any) -> AsyncIterator[Any]:
+        if task.id:
+            raise RuntimeError(f"handler bug on task {task.id}")
+        yield Progress(0)
+
+
+async def test_bulk_transition_reports_results(task_stack: TaskStack) -> None:
+    ids = [f"b{index}" for index in range(20)]
+    await create_shipments(task_stack, *ids)
+    task = task_pb2.Task(
+        type="bulk_transition",
+        shipment_ids=ids,
+        target_status="handling",
+        work_duration=seconds(0.05),
+    )
+    submitted = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task))
+    done = await wait_for_state(task_stack, submitted.id, task_pb2.Task.SUCCEEDED)
+    assert [result.shipment_id for result in done.results] == ids
+    assert all(result.ok for result in done.results)
+    cache = StatusCache(task_stack.redis_url)
+    try:
+        entry = await cache.get(TASK_KEY.format(submitted.id))
+    finally:
+        await cache.close()
+    assert entry is not None
+    assert len(json.loads(entry["results"])) == 20
+    ttl_ms = await asyncio.to_thread(
+        redis_ttl_ms, task_stack.redis_url, TASK_KEY.format(submitted.id)
+    )
+    assert ttl_ms > 0
+
+
+def redis_ttl_ms(url: str, key: str) -> int:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.pttl(key))
+    finally:
+        client.close()
+
+
+async def test_simulate_draws_duration(task_stack: TaskStack) -> None:
+    distribution = task_pb2.DurationDistribution(
+        uniform=task_pb2.UniformDurations(min=seconds(0.1), max=seconds(0.3))
+    )
+    submitted = await task_stack.tasks.SubmitTask(
+        task_pb2.SubmitTaskRequest(task=simulate(distribution))
+    )
+    drawn = submitted.work_duration.ToTimedelta().total_seconds()
+    assert 0.1 <= drawn <= 0.3
+    done = await wait_for_state(task_stack, submitted.id, task_pb2.Task.SUCCEEDED)
+    assert done.progress_percent == 100
+    assert done.worker == "worker-test-1"
+
+
+async def test_run_task_runs_here(task_stack: TaskStack) -> None:
+    await create_shipments(task_stack, "run1")
+    done = await task_stack.tasks.RunTask(
+        task_pb2.RunTaskRequest(task=transition(["run1"], "handling")), timeout=10
+    )
+    assert done.state == task_pb2.Task.SUCCEEDED
+    assert done.worker == "task-test-1"
+    assert transitions_by_task(task_stack.database_path, "run1", done.id) == 1
+    assert task_messages(task_stack.database_path) == 0
+
+
+async def test_run_task_deadline_fails_task(task_stack: TaskStack) -> None:
+    fixed = task_pb2.DurationDistribution(fixed=seconds(5))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await task_stack.tasks.RunTask(task_pb2.RunTaskRequest(task=simulate(fixed)), timeout=0.5)
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    async def failed() -> bool:
+        with sqlite3.connect(task_stack.database_path) as connection:
+            row = connection.execute("SELECT state, error FROM tasks").fetchone()
+        return row is not None and row[0] == "FAILED" and '"code": 4' in row[1]
+
+    await eventually(failed, timeout_s=5)
+
+
+async def test_watch_sees_every_state(task_stack: TaskStack, monkeypatch: Any) -> None:
+    monkeypatch.setitem(HANDLERS, "flaky", FlakyHandler(failures=1))
+    await create_shipments(task_stack, "w1")
+    task = task_pb2.Task(type="flaky", shipment_ids=["w1"], target_status="handling")
+    submitted = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task))
+    updates = await watch_states(task_stack, submitted.id)
+    versions = [update.attempts for update in updates]
+    assert versions == sorted(versions)
+    states = [update.state for update in updates]
+    changes = [
+        state for index, state in enumerate(states) if index == 0 or states[index - 1] != state
+    ]
+    expected = [
+        task_pb2.Task.RUNNING,
+        task_pb2.Task.RETRYING,
+        task_pb2.Task.RUNNING,
+        task_pb2.Task.SUCCEEDED,
+    ]
+    assert changes in (expected, [task_pb2.Task.QUEUED, *expected])
+    assert updates[-1].attempts == 2
+
+
+async def test_retries_exhausted_fail_task(task_stack: TaskStack, monkeypatch: Any) -> None:
+    monkeypatch.setitem(HANDLERS, "flaky", FlakyHandler(failures=100))
+    before = REGISTRY.get_sample_value("envios_task_retries_total", {"type": "flaky"}) or 0
+    await create_shipments(task_stack, "x1")
+    task = task_pb2.Task(type="flaky", shipment_ids=["x1"], target_status="handling")
+    submitted = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task))
+    done = await wait_for_state(task_stack, submitted.id, task_pb2.Task.FAILED)
+    assert done.attempts == 3
+    assert "gave up after 3 attempts" in done.error.message
+    after = REGISTRY.get_sample_value("envios_task_retries_total", {"type": "flaky"})
+    assert after == before + 2
+
+
+async def test_poison_task_dead_lettered(task_stack: TaskStack, monkeypatch: Any) -> None:
+    monkeypatch.setitem(HANDLERS, "poison", PoisonHandler())
+    dead_before = REGISTRY.get_sample_value("envios_tasks_dead_lettered_total") or 0
+    await create_shipments(task_stack, "p1", "ok1", "ok2")
+    poison = task_pb2.Task(type="poison", shipment_ids=["p1"], target_status="handling")
+    bad = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=poison))
+    good = [
+        await task_stack.tasks.SubmitTask(
+            task_pb2.SubmitTaskRequest(task=transition([id_], "handling"))
+        )
+        for id_ in ("ok1", "ok2")
+    ]
+    failed = await wait_for_state(task_stack, bad.id, task_pb2.Task.FAILED)
+    assert "dead-lettered" in failed.error.message
+    assert failed.attempts == DELIVERY_LIMIT + 1
+    for task in good:
+        await wait_for_state(task_stack, task.id, task_pb2.Task.SUCCEEDED)
+    ready, _ = await asyncio.to_thread(
+        queue_counts, task_stack.amqp_url, task_stack.names.dead_letter_queue
+    )
+    assert ready == 1
+    dead_after = REGISTRY.get_sample_value("envios_tasks_dead_lettered_total")
+    assert dead_after == dead_before + 1
+
+
+@pytest.mark.parametrize("worker_environ", [{"ENVIOS_AMQP_HEARTBEAT_S": "2"}])
+async def test_long_task_keeps_connection(task_stack: TaskStack) -> None:
+    fixed = task_pb2.DurationDistribution(fixed=seconds(5))
+    submitted = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=simulate(fixed)))
+    done = await wait_for_state(task_stack, submitted.id, task_pb2.Task.SUCCEEDED)
+    assert done.attempts == 1
+    assert task_stack.worker.connections == 1
+    elapsed = done.end_time.ToDatetime() - done.start_time.ToDatetime()
+    assert elapsed.total_seconds() >= 5
+
+
+@pytest.mark.parametrize(
+    "worker_environ", [{"ENVIOS_TASK_TIME_SCALE": "0.1", "ENVIOS_WORKER_CONCURRENCY": "32"}]
+)
+async def test_many_tasks_apply_once(task_stack: TaskStack) -> None:
+    rng = random.Random(7)
+    ids = [f"m{index}" for index in range(200)]
+    await create_shipments(task_stack, *ids)
+    before = (
+        REGISTRY.get_sample_value(
+            "envios_task_attempt_duration_seconds_count",
+            {"type": "transition", "outcome": "succeeded"},
+        )
+        or 0
+    )
+    submitted = []
+    for shipment_id in ids:
+        task = transition([shipment_id], "handling", work_ms=rng.randint(1000, 5000))
+        submitted.append(await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task)))
+
+    async def all_done() -> bool:
+        with sqlite3.connect(task_stack.database_path) as connection:
+            row = connection.execute(
+                "SELECT COUNT(*) FROM tasks WHERE state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')"
+            ).fetchone()
+        return int(row[0]) == 0
+
+    await eventually(all_done, timeout_s=90)
+    for task, shipment_id in zip(submitted, ids, strict=True):
+        done = await task_stack.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id))
+        assert done.state == task_pb2.Task.SUCCEEDED
+        assert transitions_by_task(task_stack.database_path, shipment_id, task.id) == 1
+    ready, consumers = await asyncio.to_thread(
+        queue_counts, task_stack.amqp_url, task_stack.names.queue
+    )
+    assert ready == 0
+    assert consumers == 1
+    after = REGISTRY.get_sample_value(
+        "envios_task_attempt_duration_seconds_count", {"type": "transition", "outcome": "succeeded"}
+    )
+    assert after == before + 200
+
+
+@pytest.mark.parametrize("worker_environ", [{"ENVIOS_WORKER_CONCURRENCY": "1"}])
+async def test_cancel_queued_task(task_stack: TaskStack) -> None:
+    await create_shipments(task_stack, "q1", "q2")
+    busy = await task_stack.tasks.SubmitTask(
+        task_pb2.SubmitTaskRequest(task=transition(["q1"], "handling", work_ms=1500))
+    )
+    await wait_for_state(task_stack, busy.id, task_pb2.Task.RUNNING)
+    queued = await task_stack.tasks.SubmitTask(
+        task_pb2.SubmitTaskRequest(task=transition(["q2"], "handling"))
+    )
+    cancelled = await task_stack.tasks.CancelTask(task_pb2.CancelTaskRequest(id=queued.id))
+    assert cancelled.state == task_pb2.Task.CANCELLED
+    await wait_for_state(task_stack, busy.id, task_pb2.Task.SUCCEEDED)
+
+    async def queue_empty() -> bool:
+        ready, _ = await asyncio.to_thread(
+            queue_counts, task_stack.amqp_url, task_stack.names.queue
+        )
+        return ready == 0 and not task_stack.worker.executor._locks  # type: ignore[union-attr]
+
+    await eventually(queue_empty)
+    final = await task_stack.tasks.GetTask(task_pb2.GetTaskRequest(id=queued.id))
+    assert final.state == task_pb2.Task.CANCELLED
+    assert final.attempts == 0
+    assert transitions_by_task(task_stack.database_path, "q2", queued.id) == 0
+
+
+@pytest.mark.parametrize(
+    ("task", "field"),
+    [
+        (
+            task_pb2.Task(
+                type="transition",
+                shipment_ids=[f"s{i}" for i in range(101)],
+                target_status="handling",
+            ),
+            "task.shipment_ids",
+        ),
+        (
+            task_pb2.Task(
+                type="bulk_transition",
+                shipment_ids=[f"s{i}" for i in range(501)],
+                target_status="handling",
+            ),
+            "task.shipment_ids",
+        ),
+        (task_pb2.Task(type="bulk_transition", target_status="handling"), "task.shipment_ids"),
+        (
+            task_pb2.Task(
+                type="transition",
+                shipment_ids=["a", "b", "c", "d", "e"],
+                target_status="handling",
+                work_duration=duration_pb2.Duration(seconds=50),
+            ),
+            "task.work_duration",
+        ),
+        (task_pb2.Task(type="simulate"), "task.simulated_duration"),
+        (
+            task_pb2.Task(
+                type="simulate",
+                shipment_ids=["a"],
+                simulated_duration=task_pb2.DurationDistribution(
+                    fixed=duration_pb2.Duration(seconds=1)
+                ),
+            ),
+            "task.shipment_ids",
+        ),
+        (
+            task_pb2.Task(
+                type="simulate",
+                simulated_duration=task_pb2.DurationDistribution(
+                    fixed=duration_pb2.Duration(seconds=-1)
+                ),
+            ),
+            "task.simulated_duration.fixed",
+        ),
+        (
+            task_pb2.Task(
+                type="simulate",
+                simulated_duration=task_pb2.DurationDistribution(
+                    uniform=task_pb2.UniformDurations(
+                        min=duration_pb2.Duration(seconds=3), max=duration_pb2.Duration(seconds=1)
+                    )
+                ),
+            ),
+            "task.simulated_duration.uniform.max",
+        ),
+        (
+            task_pb2.Task(
+                type="simulate",
+                simulated_duration=task_pb2.DurationDistribution(
+                    log_normal=task_pb2.LogNormalDurations(
+                        median=duration_pb2.Duration(seconds=2), sigma=9
+                    )
+                ),
+            ),
+            "task.simulated_duration.log_normal.sigma",
+        ),
+        (
+            task_pb2.Task(
+                type="simulate",
+                simulated_duration=task_pb2.DurationDistribution(trace=task_pb2.DurationTrace()),
+            ),
+            "task.simulated_duration.trace.durations",
+        ),
+        (
+            task_pb2.Task(
+                type="simulate",
+                simulated_duration=task_pb2.DurationDistribution(
+                    trace=task_pb2.DurationTrace(durations=[duration_pb2.Duration(seconds=300)])
+                ),
+            ),
+            "task.simulated_duration.trace.durations[0]",
+        ),
+    ],
+)
+async def test_bad_input_queues_nothing(
+    task_stack: TaskStack, task: task_pb2.Task, field: str
+) -> None:
+    for call, request_type in (
+        (task_stack.tasks.SubmitTask, task_pb2.SubmitTaskRequest),
+        (task_stack.tasks.RunTask, task_pb2.RunTaskRequest),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call(request_type(task=task))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in field_violations(raised.value)
+    assert count_rows(task_stack.database_path, "tasks") == 0
+    assert task_messages(task_stack.database_path) == 0
+
+
+async def test_unknown_shipment_not_found(task_stack: TaskStack) -> None:
+    await create_shipments(task_stack, "u1")
+    task = transition(["u1", "missing-1"], "handling")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "task.shipment_ids[1]" in (raised.value.details() or "")
+    status = rpc_status.from_call(raised.value)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.reason == "SHIPMENT_NOT_FOUND"
+    assert info.metadata["field"] == "task.shipment_ids[1]"
+    assert count_rows(task_stack.database_path, "tasks") == 0
+    assert task_messages(task_stack.database_path) == 0
+
+
+async def test_watch_unknown_task_not_found(task_stack: TaskStack) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await watch_states(task_stack, "0123abc")
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_queue_depth_metric_set(task_stack: TaskStack) -> None:
+    value = REGISTRY.get_sample_value("envios_task_queue_depth", {"queue": task_stack.names.queue})
+    assert value == 0
+
+
+async def test_dlq_cli_lists_and_requeues(
+    task_stack: TaskStack, monkeypatch: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(HANDLERS, "poison", PoisonHandler())
+    await create_shipments(task_stack, "d1")
+    poison = task_pb2.Task(type="poison", shipment_ids=["d1"], target_status="handling")
+    bad = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=poison))
+    await wait_for_state(task_stack, bad.id, task_pb2.Task.FAILED)
+    options = [
+        "tasks",
+        "--amqp-url",
+        task_stack.amqp_url,
+        "--database-url",
+        f"sqlite:///{task_stack.database_path}",
+        "--namespace",
+        task_stack.names.namespace,
+        "dlq",
+    ]
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli.main, [*options, "list"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(item["task_id"], item["state"], item["reason"]) for item in listed] == [
+        (bad.id, "FAILED", "delivery_limit")
+    ]
+    monkeypatch.setitem(HANDLERS, "poison", FlakyHandler(failures=0))
+    assert await asyncio.to_thread(cli.main, [*options, "requeue"]) == 0
+    assert "requeued 1 tasks" in capsys.readouterr().out
+    await wait_for_state(task_stack, bad.id, task_pb2.Task.SUCCEEDED)
+    assert await asyncio.to_thread(cli.main, [*options, "purge"]) == 0
+    assert "purged 0 messages" in capsys.readouterr().out

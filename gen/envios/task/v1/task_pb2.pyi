@@ -15,7 +15,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "shipment_ids", "target_status", "target_substatus", "work_duration", "state", "attempts", "progress_percent", "results", "error", "create_time", "start_time", "end_time")
+    __slots__ = ("id", "type", "shipment_ids", "target_status", "target_substatus", "work_duration", "state", "attempts", "progress_percent", "results", "error", "create_time", "start_time", "end_time", "worker", "simulated_duration")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Task.State]
@@ -46,6 +46,8 @@ class Task(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_DURATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     shipment_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -60,7 +62,43 @@ class Task(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., shipment_ids: _Optional[_Iterable[str]] = ..., target_status: _Optional[str] = ..., target_substatus: _Optional[str] = ..., work_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., state: _Optional[_Union[Task.State, str]] = ..., attempts: _Optional[int] = ..., progress_percent: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ShipmentResult, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    worker: str
+    simulated_duration: DurationDistribution
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., shipment_ids: _Optional[_Iterable[str]] = ..., target_status: _Optional[str] = ..., target_substatus: _Optional[str] = ..., work_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., state: _Optional[_Union[Task.State, str]] = ..., attempts: _Optional[int] = ..., progress_percent: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ShipmentResult, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker: _Optional[str] = ..., simulated_duration: _Optional[_Union[DurationDistribution, _Mapping]] = ...) -> None: ...
+
+class DurationDistribution(_message.Message):
+    __slots__ = ("fixed", "uniform", "log_normal", "trace")
+    FIXED_FIELD_NUMBER: _ClassVar[int]
+    UNIFORM_FIELD_NUMBER: _ClassVar[int]
+    LOG_NORMAL_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    fixed: _duration_pb2.Duration
+    uniform: UniformDurations
+    log_normal: LogNormalDurations
+    trace: DurationTrace
+    def __init__(self, fixed: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., uniform: _Optional[_Union[UniformDurations, _Mapping]] = ..., log_normal: _Optional[_Union[LogNormalDurations, _Mapping]] = ..., trace: _Optional[_Union[DurationTrace, _Mapping]] = ...) -> None: ...
+
+class UniformDurations(_message.Message):
+    __slots__ = ("min", "max")
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    min: _duration_pb2.Duration
+    max: _duration_pb2.Duration
+    def __init__(self, min: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class LogNormalDurations(_message.Message):
+    __slots__ = ("median", "sigma")
+    MEDIAN_FIELD_NUMBER: _ClassVar[int]
+    SIGMA_FIELD_NUMBER: _ClassVar[int]
+    median: _duration_pb2.Duration
+    sigma: float
+    def __init__(self, median: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sigma: _Optional[float] = ...) -> None: ...
+
+class DurationTrace(_message.Message):
+    __slots__ = ("durations",)
+    DURATIONS_FIELD_NUMBER: _ClassVar[int]
+    durations: _containers.RepeatedCompositeFieldContainer[_duration_pb2.Duration]
+    def __init__(self, durations: _Optional[_Iterable[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]]] = ...) -> None: ...
 
 class ShipmentResult(_message.Message):
     __slots__ = ("shipment_id", "ok", "status", "error")
@@ -89,6 +127,20 @@ class GetTaskRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class CancelTaskRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RunTaskRequest(_message.Message):
+    __slots__ = ("task", "request_id")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    task: Task
+    request_id: str
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class WatchTaskRequest(_message.Message):
     __slots__ = ("id",)
     ID_FIELD_NUMBER: _ClassVar[int]
     id: str

@@ -52,6 +52,16 @@ class TaskServiceStub:
                 request_serializer=envios_dot_task_dot_v1_dot_task__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=envios_dot_task_dot_v1_dot_task__pb2.Task.FromString,
                 _registered_method=True)
+        self.RunTask = channel.unary_unary(
+                '/envios.task.v1.TaskService/RunTask',
+                request_serializer=envios_dot_task_dot_v1_dot_task__pb2.RunTaskRequest.SerializeToString,
+                response_deserializer=envios_dot_task_dot_v1_dot_task__pb2.Task.FromString,
+                _registered_method=True)
+        self.WatchTask = channel.unary_stream(
+                '/envios.task.v1.TaskService/WatchTask',
+                request_serializer=envios_dot_task_dot_v1_dot_task__pb2.WatchTaskRequest.SerializeToString,
+                response_deserializer=envios_dot_task_dot_v1_dot_task__pb2.Task.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -91,6 +101,35 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunTask(self, request, context):
+        """Records a task and executes it on the replica that received the call, then returns
+        the finished task. The replica runs a bounded number of such tasks at once; a call
+        waits for a free slot. When the caller's deadline is about to expire first, the task
+        is stopped where it is (a shipment change in progress may still complete) and ends
+        FAILED with DEADLINE_EXCEEDED, and so does the call. A retry with the same
+        `request_id` runs the same task again from its start, if it is not final; changes
+        already applied are not applied twice.
+
+        Errors: INVALID_ARGUMENT for an unknown type or bad input, NOT_FOUND for an unknown
+        shipment, ALREADY_EXISTS when the `request_id` was used for a different task,
+        DEADLINE_EXCEEDED when the caller's deadline expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchTask(self, request, context):
+        """Streams the task: its current snapshot first, then one snapshot per state change
+        (in order, none skipped) and per progress update, until a final state
+        (SUCCEEDED, FAILED or CANCELLED) has been sent. Progress updates between two polls
+        may be merged into one snapshot.
+
+        Errors: NOT_FOUND when no task has the id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +146,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
             'CancelTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTask,
                     request_deserializer=envios_dot_task_dot_v1_dot_task__pb2.CancelTaskRequest.FromString,
+                    response_serializer=envios_dot_task_dot_v1_dot_task__pb2.Task.SerializeToString,
+            ),
+            'RunTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunTask,
+                    request_deserializer=envios_dot_task_dot_v1_dot_task__pb2.RunTaskRequest.FromString,
+                    response_serializer=envios_dot_task_dot_v1_dot_task__pb2.Task.SerializeToString,
+            ),
+            'WatchTask': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTask,
+                    request_deserializer=envios_dot_task_dot_v1_dot_task__pb2.WatchTaskRequest.FromString,
                     response_serializer=envios_dot_task_dot_v1_dot_task__pb2.Task.SerializeToString,
             ),
     }
@@ -193,6 +242,60 @@ class TaskService:
             target,
             '/envios.task.v1.TaskService/CancelTask',
             envios_dot_task_dot_v1_dot_task__pb2.CancelTaskRequest.SerializeToString,
+            envios_dot_task_dot_v1_dot_task__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/envios.task.v1.TaskService/RunTask',
+            envios_dot_task_dot_v1_dot_task__pb2.RunTaskRequest.SerializeToString,
+            envios_dot_task_dot_v1_dot_task__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/envios.task.v1.TaskService/WatchTask',
+            envios_dot_task_dot_v1_dot_task__pb2.WatchTaskRequest.SerializeToString,
             envios_dot_task_dot_v1_dot_task__pb2.Task.FromString,
             options,
             channel_credentials,

@@ -55,6 +55,27 @@ class TaskServiceStub:
 
     Errors: NOT_FOUND when no task has the id.
     """
+    RunTask: _grpc.UnaryUnaryMultiCallable[_task_pb2.RunTaskRequest, _task_pb2.Task]
+    """Records a task and executes it on the replica that received the call, then returns
+    the finished task. The replica runs a bounded number of such tasks at once; a call
+    waits for a free slot. When the caller's deadline is about to expire first, the task
+    is stopped where it is (a shipment change in progress may still complete) and ends
+    FAILED with DEADLINE_EXCEEDED, and so does the call. A retry with the same
+    `request_id` runs the same task again from its start, if it is not final; changes
+    already applied are not applied twice.
+
+    Errors: INVALID_ARGUMENT for an unknown type or bad input, NOT_FOUND for an unknown
+    shipment, ALREADY_EXISTS when the `request_id` was used for a different task,
+    DEADLINE_EXCEEDED when the caller's deadline expires.
+    """
+    WatchTask: _grpc.UnaryStreamMultiCallable[_task_pb2.WatchTaskRequest, _task_pb2.Task]
+    """Streams the task: its current snapshot first, then one snapshot per state change
+    (in order, none skipped) and per progress update, until a final state
+    (SUCCEEDED, FAILED or CANCELLED) has been sent. Progress updates between two polls
+    may be merged into one snapshot.
+
+    Errors: NOT_FOUND when no task has the id.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -80,6 +101,27 @@ class TaskServiceAsyncStub(TaskServiceStub):
     CancelTask: _aio.UnaryUnaryMultiCallable[_task_pb2.CancelTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
     """Cancels a task. A queued task never starts; a running one stops at its next step.
     Cancelling a finished task returns it unchanged.
+
+    Errors: NOT_FOUND when no task has the id.
+    """
+    RunTask: _aio.UnaryUnaryMultiCallable[_task_pb2.RunTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
+    """Records a task and executes it on the replica that received the call, then returns
+    the finished task. The replica runs a bounded number of such tasks at once; a call
+    waits for a free slot. When the caller's deadline is about to expire first, the task
+    is stopped where it is (a shipment change in progress may still complete) and ends
+    FAILED with DEADLINE_EXCEEDED, and so does the call. A retry with the same
+    `request_id` runs the same task again from its start, if it is not final; changes
+    already applied are not applied twice.
+
+    Errors: INVALID_ARGUMENT for an unknown type or bad input, NOT_FOUND for an unknown
+    shipment, ALREADY_EXISTS when the `request_id` was used for a different task,
+    DEADLINE_EXCEEDED when the caller's deadline expires.
+    """
+    WatchTask: _aio.UnaryStreamMultiCallable[_task_pb2.WatchTaskRequest, _task_pb2.Task]  # type: ignore[assignment]
+    """Streams the task: its current snapshot first, then one snapshot per state change
+    (in order, none skipped) and per progress update, until a final state
+    (SUCCEEDED, FAILED or CANCELLED) has been sent. Progress updates between two polls
+    may be merged into one snapshot.
 
     Errors: NOT_FOUND when no task has the id.
     """
@@ -123,6 +165,39 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
         """Cancels a task. A queued task never starts; a running one stops at its next step.
         Cancelling a finished task returns it unchanged.
+
+        Errors: NOT_FOUND when no task has the id.
+        """
+
+    @_abc_1.abstractmethod
+    def RunTask(
+        self,
+        request: _task_pb2.RunTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_pb2.Task, _abc.Awaitable[_task_pb2.Task]]:
+        """Records a task and executes it on the replica that received the call, then returns
+        the finished task. The replica runs a bounded number of such tasks at once; a call
+        waits for a free slot. When the caller's deadline is about to expire first, the task
+        is stopped where it is (a shipment change in progress may still complete) and ends
+        FAILED with DEADLINE_EXCEEDED, and so does the call. A retry with the same
+        `request_id` runs the same task again from its start, if it is not final; changes
+        already applied are not applied twice.
+
+        Errors: INVALID_ARGUMENT for an unknown type or bad input, NOT_FOUND for an unknown
+        shipment, ALREADY_EXISTS when the `request_id` was used for a different task,
+        DEADLINE_EXCEEDED when the caller's deadline expires.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchTask(
+        self,
+        request: _task_pb2.WatchTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_pb2.Task], _abc.AsyncIterator[_task_pb2.Task]]:
+        """Streams the task: its current snapshot first, then one snapshot per state change
+        (in order, none skipped) and per progress update, until a final state
+        (SUCCEEDED, FAILED or CANCELLED) has been sent. Progress updates between two polls
+        may be merged into one snapshot.
 
         Errors: NOT_FOUND when no task has the id.
         """
