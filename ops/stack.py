@@ -10,7 +10,7 @@ prio  group       programs
 50    epmd        private Erlang port mapper (only with a project-run RabbitMQ)
 100   data        redis, rabbitmq (only the ones the stack runs itself)
 300   services    every replica of every service, in every site
-400   workers     task workers of every site
+400   workers     task workers and the status projector of every site
 500   proxy       envoy
 600   gateways    one HTTP/JSON gateway per gateway port
 ====  ==========  ============================================================
@@ -186,6 +186,7 @@ class Stack:
             return programs
         programs += self._service_programs()
         programs += self._worker_programs()
+        programs += self._projector_programs()
         programs.append(self._envoy_program())
         programs += self._gateway_programs()
         return programs
@@ -216,6 +217,16 @@ class Stack:
                 programs.append(
                     Program(name, command, "workers", 400, stop_wait_s, environment, site.name)
                 )
+        return programs
+
+    def _projector_programs(self) -> list[Program]:
+        """One status projector per site; the event queue lets one consume at a time."""
+        command = (sys.executable, "-m", "services.projector")
+        programs = []
+        for site in self.topology.sites:
+            name = f"projector-{site.name}"
+            environment = self._app_environment(site.name, name)
+            programs.append(Program(name, command, "workers", 400, 10, environment, site.name))
         return programs
 
     def _envoy_program(self) -> Program:
@@ -353,7 +364,8 @@ class Stack:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         prepare_state(self.state_dir, self.topology, self.data_tier)
         if not self.data_only:
-            envoy_config.write(self.topology, self.envoy_config_path)
+            runtime_root = self.state_dir / "runtime"
+            envoy_config.write(self.topology, self.envoy_config_path, runtime_root=runtime_root)
             envoy_config.validate(self.envoy_config_path)
         self.conf_path.write_text(self.render_supervisord_conf(), encoding="utf-8")
         self.conf_path.chmod(0o600)

@@ -15,6 +15,7 @@ from envios.status.v1 import status_pb2, status_pb2_grpc
 from services.common.cache import StatusCache
 from services.common.database import Database
 from services.status.config import StatusConfig
+from services.status.metrics import StatusMetrics
 from services.status.overview import OverviewReader, QueueDepthProbe
 from services.status.queries import SqliteStatusQueries
 from services.status.reader import StatusReader
@@ -37,7 +38,14 @@ class StatusApp:
             config.redis_url, timeout_s=config.redis_timeout_s, ttl_s=config.cache_ttl_s
         )
         queries = SqliteStatusQueries(self.database)
-        self.reader = StatusReader(self.cache, queries)
+        self.metrics = StatusMetrics()
+        self.reader = StatusReader(
+            self.cache,
+            queries,
+            not_found_ttl_s=config.not_found_ttl_s,
+            verify_after_recovery_s=config.verify_after_recovery_s,
+            metrics=self.metrics,
+        )
         self.queue_probe = QueueDepthProbe(config.amqp_url)
         self.overview = OverviewReader(queries, self.queue_probe.depth, config.server.site)
 

@@ -30,6 +30,12 @@ class StatusConfig:
     """Lifetime of a cache entry filled from the database, in seconds (``ENVIOS_CACHE_TTL_S``)."""
     redis_timeout_s: float = 0.25
     """Connect and read timeout of each Redis call, in seconds (``ENVIOS_REDIS_TIMEOUT_S``)."""
+    not_found_ttl_s: float = 2.0
+    """Lifetime of a cached "not found", in seconds (``ENVIOS_NOT_FOUND_TTL_S``)."""
+    verify_after_recovery_s: float = 5.0
+    """Seconds after Redis returns from an outage during which cache hits are checked
+    against the database, while the projector corrects entries written before the outage
+    (``ENVIOS_CACHE_VERIFY_S``)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StatusConfig:
@@ -46,11 +52,14 @@ class StatusConfig:
             amqp_url=read_amqp_url(env),
             cache_ttl_s=env.seconds(PREFIX + "CACHE_TTL_S", 300.0),
             redis_timeout_s=env.seconds(PREFIX + "REDIS_TIMEOUT_S", 0.25),
+            not_found_ttl_s=env.seconds(PREFIX + "NOT_FOUND_TTL_S", 2.0),
+            verify_after_recovery_s=env.seconds(PREFIX + "CACHE_VERIFY_S", 5.0),
         )
         # Redis deletes an entry with a TTL of 0 at once, and a timeout of 0 fails every call.
         for name, value in (
             ("CACHE_TTL_S", config.cache_ttl_s),
             ("REDIS_TIMEOUT_S", config.redis_timeout_s),
+            ("NOT_FOUND_TTL_S", config.not_found_ttl_s),
         ):
             if value <= 0:
                 env.problems.append(f"{PREFIX}{name} must be a number of seconds > 0, got {value}")

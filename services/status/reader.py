@@ -8,6 +8,15 @@ Redis fails, the reader returns the database row and skips Redis for
 Misses for the same key share one database read (single flight): the first caller starts
 the read as its own task and later callers await the same task. A caller that is
 cancelled (deadline, client gone) leaves the read running for the others.
+
+An id the database does not contain is cached as a "not found" entry (``missing``,
+version 0) for only ``not_found_ttl_s``; any writer's entry has a version of at least 1,
+so the version guard lets it replace the marker at once.
+
+Entries written before a Redis outage can be older than the database once Redis
+returns, because writers skip the cache while it is away. The status projector corrects
+them from its event backlog; until it has (``verify_after_recovery_s`` after this reader
+sees Redis again), the reader treats cache hits as misses and reads the database.
 """
 
 from __future__ import annotations
@@ -23,9 +32,13 @@ from typing import Any, Generic, Protocol, TypeVar
 from services.common.cache import SHIPMENT_KEY, TASK_KEY, CacheUnavailable
 from services.status import views
 from services.status.lograte import LogLimiter
+from services.status.metrics import StatusMetrics
 from services.status.views import MalformedEntry, ShipmentStatusView, TaskStatusView
 
 logger = logging.getLogger(__name__)
+
+MISSING_FIELD = "missing"
+"""Field of a cache entry that records that the database has no row with the id."""
 
 
 class Source(enum.Enum):
@@ -43,7 +56,14 @@ class Cache(Protocol):
 
     async def get(self, key: str) -> dict[str, str] | None: ...
 
-    async def put(self, key: str, version: int, fields: Mapping[str, str | int]) -> bool: ...
+    async def put(
+        self,
+        key: str,
+        version: int,
+        fields: Mapping[str, str | int],
+        *,
+        ttl_s: float | None = None,
+    ) -> bool: ...
 
 
 class Queries(Protocol):
@@ -74,6 +94,8 @@ class Read(Generic[V]):
 class _Kind(Generic[V]):
     """How to read one kind of status: its cache key, cache codec and database query."""
 
+    name: str
+    """``shipment`` or ``task``: the ``kind`` metric label."""
     key: str
     decode: Callable[[Mapping[str, str]], V]
     encode: Callable[[V], Mapping[str, str | int]]
@@ -89,13 +111,20 @@ class StatusReader:
         queries: Queries,
         *,
         cache_retry_s: float = 1.0,
+        not_found_ttl_s: float = 2.0,
+        verify_after_recovery_s: float = 5.0,
+        metrics: StatusMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cache = cache
         self.queries = queries
         self.cache_retry_s = cache_retry_s
+        self.not_found_ttl_s = not_found_ttl_s
+        self.verify_after_recovery_s = verify_after_recovery_s
+        self.metrics = metrics if metrics is not None else StatusMetrics()
         self._clock = clock
         self._cache_down_until: float | None = None
+        self._verify_until = 0.0
         # Keys differ by kind (shipment or task prefix), so each task yields one view type.
         self._flights: dict[str, asyncio.Task[Any]] = {}
         self._malformed_warnings = LogLimiter(60.0, clock)
@@ -107,6 +136,7 @@ class StatusReader:
             Unavailable: the cache has no usable entry and the database cannot be read.
         """
         kind = _Kind(
+            name="shipment",
             key=SHIPMENT_KEY.format(shipment_id),
             decode=lambda fields: views.shipment_from_fields(shipment_id, fields),
             encode=views.shipment_fields,
@@ -122,6 +152,7 @@ class StatusReader:
             MalformedEntry: the stored row cannot be decoded.
         """
         kind = _Kind(
+            name="task",
             key=TASK_KEY.format(task_id),
             decode=lambda fields: views.task_from_fields(task_id, fields),
             encode=views.task_fields,
@@ -133,12 +164,23 @@ class StatusReader:
         """Return the number of database reads in progress."""
         return len(self._flights)
 
+    def degraded(self) -> bool:
+        """Tell whether reads skip Redis now, after a recent Redis failure."""
+        return self._cache_down_until is not None and self._clock() < self._cache_down_until
+
     async def _read(self, kind: _Kind[V]) -> Read[V]:
+        read = await self._read_uncounted(kind)
+        self.metrics.count_read(kind.name, read.source.value)
+        return read
+
+    async def _read_uncounted(self, kind: _Kind[V]) -> Read[V]:
         try:
             fields = await self._cache_get(kind.key)
         except CacheUnavailable:
             return Read(await self._load_once(kind, fill=False), Source.FALLBACK)
-        if fields is not None:
+        if fields is not None and self._clock() >= self._verify_until:
+            if fields.get(MISSING_FIELD):
+                return Read(None, Source.CACHE)
             try:
                 return Read(kind.decode(fields), Source.CACHE)
             except MalformedEntry as error:
@@ -158,7 +200,7 @@ class StatusReader:
             )
 
     async def _cache_get(self, key: str) -> dict[str, str] | None:
-        if self._cache_down_until is not None and self._clock() < self._cache_down_until:
+        if self.degraded():
             raise CacheUnavailable("skipped after a recent Redis failure")
         try:
             fields = await self.cache.get(key)
@@ -176,11 +218,17 @@ class StatusReader:
                 self.cache_retry_s,
             )
         self._cache_down_until = self._clock() + self.cache_retry_s
+        self.metrics.degraded.set(1)
 
     def _mark_cache_up(self) -> None:
         if self._cache_down_until is not None:
-            logger.info("status cache reachable again")
+            logger.info(
+                "status cache reachable again; verifying hits against the database for %.1f s",
+                self.verify_after_recovery_s,
+            )
             self._cache_down_until = None
+            self._verify_until = self._clock() + self.verify_after_recovery_s
+            self.metrics.degraded.set(0)
 
     async def _load_once(self, kind: _Kind[V], *, fill: bool) -> V | None:
         flight = self._flights.get(kind.key)
@@ -200,13 +248,17 @@ class StatusReader:
             flight.exception()
 
     async def _load(self, kind: _Kind[V], fill: bool) -> V | None:
+        self.metrics.database_reads.inc()
         value = await kind.load()
-        if value is not None and fill:
+        if fill:
             await self._fill(kind, value)
         return value
 
-    async def _fill(self, kind: _Kind[V], value: V) -> None:
+    async def _fill(self, kind: _Kind[V], value: V | None) -> None:
         try:
-            await self.cache.put(kind.key, value.version, kind.encode(value))
+            if value is None:
+                await self.cache.put(kind.key, 0, {MISSING_FIELD: 1}, ttl_s=self.not_found_ttl_s)
+            else:
+                await self.cache.put(kind.key, value.version, kind.encode(value))
         except CacheUnavailable as error:
             self._mark_cache_down(error)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -387,10 +388,12 @@ async def test_batch_keeps_order_and_missing(service: Service) -> None:
     assert [t.task_id for t in response.tasks] == ["t1"]
     assert list(response.missing_task_ids) == ["missing"]
 
-    # Unknown ids are not cached, so the header names the database again.
+    # Unknown ids are cached briefly as "not found", so the whole batch comes from Redis.
     again, again_source = await call_with_source(service.stub.BatchGetStatus, request)
-    assert again_source == "database"
+    assert again_source == "cache"
     assert {s.source for s in again.shipments} == {pb.SOURCE_CACHE}
+    assert list(again.missing_shipment_ids) == ["gone1", "gone2"]
+    assert list(again.missing_task_ids) == ["missing"]
     found = pb.BatchGetStatusRequest(shipment_ids=["a", "b"], task_ids=["t1"])
     _, found_source = await call_with_source(service.stub.BatchGetStatus, found)
     assert found_source == "cache"
@@ -484,8 +487,15 @@ class CountingCache:
             self.gate.set()
         return fields
 
-    async def put(self, key: str, version: int, fields: Mapping[str, str | int]) -> bool:
-        return await self.inner.put(key, version, fields)
+    async def put(
+        self,
+        key: str,
+        version: int,
+        fields: Mapping[str, str | int],
+        *,
+        ttl_s: float | None = None,
+    ) -> bool:
+        return await self.inner.put(key, version, fields, ttl_s=ttl_s)
 
 
 class GatedQueries:
@@ -580,3 +590,114 @@ async def test_serving_without_redis(tmp_path: Path) -> None:
         )
         assert source == "fallback"
         assert status.status == "pending"
+
+
+@contextmanager
+def silent_listener() -> Iterator[str]:
+    """Yield the URL of a socket that accepts TCP connections but never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        # The kernel completes handshakes into the backlog; nothing ever reads or writes.
+        listener.listen(1024)
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+async def timed_read(service: Service, shipment_id: str) -> tuple[Any, str | None, float]:
+    request = pb.GetShipmentStatusRequest(shipment_id=shipment_id)
+    began = time.monotonic()
+    status, source = await call_with_source(service.stub.GetShipmentStatus, request)
+    return status, source, time.monotonic() - began
+
+
+async def test_fallback_when_listener_never_answers(tmp_path: Path) -> None:
+    with silent_listener() as url:
+        async with running_service(tmp_path, url) as service:
+            await service.create_shipment("s1")
+            health = health_pb2_grpc.HealthStub(service.channel)
+            deadline = time.monotonic() + 2.5
+            reads = 0
+            # Spans more than one Redis retry period, so some reads pay the timeout again.
+            while time.monotonic() < deadline or reads < 3:
+                status, source, elapsed = await timed_read(service, "s1")
+                reads += 1
+                assert source == "fallback"
+                assert status.status == "pending"
+                assert elapsed < FALLBACK_BOUND_S
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+            registry = service.app.metrics.registry
+            fallbacks = registry.get_sample_value("envios_status_fallbacks_total")
+
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    assert fallbacks == reads
+
+
+async def test_redis_restarted_between_reads(tmp_path: Path, own_redis: RedisProcess) -> None:
+    extra = {"ENVIOS_CACHE_VERIFY_S": "1"}
+    async with running_service(tmp_path, own_redis.url, extra) as service:
+        await service.create_shipment("s1")
+        await timed_read(service, "s1")
+        _, source, _ = await timed_read(service, "s1")
+        assert source == "cache"
+
+        own_redis.stop()
+        await service.move("s1", "handling")
+        status, source, elapsed = await timed_read(service, "s1")
+        assert (status.status, source) == ("handling", "fallback")
+        assert elapsed < FALLBACK_BOUND_S
+
+        own_redis.start()
+        await service.move("s1", "ready_to_ship")
+        sources = await reads_until_cache(service, "s1", "ready_to_ship")
+
+    assert sources[-1] == "cache"
+
+
+async def reads_until_cache(service: Service, shipment_id: str, expected: str) -> list[str]:
+    """Read until the cache answers; every read on the way must return ``expected``."""
+    sources: list[str] = []
+    deadline = time.monotonic() + 15.0
+    while not sources or sources[-1] != "cache":
+        assert time.monotonic() < deadline, f"no cache hit within 15 s: {sources}"
+        status, source, elapsed = await timed_read(service, shipment_id)
+        assert status.status == expected, sources
+        assert elapsed < FALLBACK_BOUND_S
+        sources.append(str(source))
+        await asyncio.sleep(0.05)
+    return sources
+
+
+async def test_no_stale_entry_after_pause(tmp_path: Path, own_redis: RedisProcess) -> None:
+    extra = {"ENVIOS_CACHE_VERIFY_S": "1"}
+    async with running_service(tmp_path, own_redis.url, extra) as service:
+        await service.create_shipment("s1")
+        await timed_read(service, "s1")
+        own_redis.pause()
+        try:
+            _, source, _ = await timed_read(service, "s1")
+            assert source == "fallback"
+            # Commits while Redis is away leave the version 1 entry behind in Redis.
+            await service.move("s1", "handling")
+        finally:
+            own_redis.resume()
+        sources = await reads_until_cache(service, "s1", "handling")
+
+        entry = await service.cache.client.hgetall(SHIPMENT_KEY.format("s1"))
+
+    assert "database" in sources
+    assert entry["version"] == "2"
+
+
+async def test_cold_key_1000_reads(tmp_path: Path, redis_url: str) -> None:
+    extra = {"ENVIOS_MAX_CONCURRENT_RPCS": "2000"}
+    async with running_service(tmp_path, redis_url, extra) as service:
+        await service.create_shipment("cold")
+        request = pb.GetShipmentStatusRequest(shipment_id="cold")
+        answers = await asyncio.gather(
+            *(service.stub.GetShipmentStatus(request) for _ in range(1000))
+        )
+        registry = service.app.metrics.registry
+        database_reads = registry.get_sample_value("envios_status_database_reads_total")
+
+    assert {answer.status for answer in answers} == {"pending"}
+    assert database_reads is not None
+    assert database_reads <= 5

@@ -58,11 +58,12 @@ def test_conf_has_every_process(tmp_path: Path) -> None:
         f"worker-{site.name}-{i}" for site in topology.sites for i in range(1, site.workers + 1)
     }
     expected |= {f"gateway-{i}" for i in range(1, len(topology.gateway_ports) + 1)}
+    expected |= {f"projector-{site.name}" for site in topology.sites}
 
     programs = parse(stack)
 
     assert set(programs) == expected
-    assert len(programs) == 4 + 12 + 2 + 2
+    assert len(programs) == 4 + 12 + 2 + 2 + 2
 
 
 def test_conf_replica_environment(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -12,7 +13,12 @@ import pytest
 from services.common.cache import CacheUnavailable
 from services.common.errors import Unavailable
 from services.status.reader import Source, StatusReader
-from services.status.views import ShipmentResult, ShipmentStatusView, TaskStatusView
+from services.status.views import (
+    ShipmentResult,
+    ShipmentStatusView,
+    TaskStatusView,
+    shipment_fields,
+)
 
 SHIPMENT = ShipmentStatusView(
     shipment_id="s1",
@@ -44,6 +50,7 @@ class FakeCache:
         self.down = False
         self.gets = 0
         self.puts: list[tuple[str, int]] = []
+        self.ttls: dict[str, float | None] = {}
 
     async def get(self, key: str) -> dict[str, str] | None:
         self.gets += 1
@@ -51,10 +58,21 @@ class FakeCache:
             raise CacheUnavailable("connection refused")
         return self.entries.get(key)
 
-    async def put(self, key: str, version: int, fields: Mapping[str, str | int]) -> bool:
+    async def put(
+        self,
+        key: str,
+        version: int,
+        fields: Mapping[str, str | int],
+        *,
+        ttl_s: float | None = None,
+    ) -> bool:
         if self.down:
             raise CacheUnavailable("connection refused")
+        current = self.entries.get(key)
+        if current is not None and int(current["version"]) >= version:
+            return False
         self.puts.append((key, version))
+        self.ttls[key] = ttl_s
         self.entries[key] = {"version": str(version), **{k: str(v) for k, v in fields.items()}}
         return True
 
@@ -151,11 +169,83 @@ async def test_reader_task_round_trip(reader: StatusReader, cache: FakeCache) ->
     assert json.loads(cache.entries["envios:task:t1"]["results"])[1]["error_code"] == 9
 
 
-async def test_reader_unknown_id_not_filled(reader: StatusReader, cache: FakeCache) -> None:
+async def test_reader_unknown_id_cached_briefly(
+    reader: StatusReader, cache: FakeCache, queries: FakeQueries
+) -> None:
     read = await reader.shipment("nobody")
     assert read.value is None
     assert read.source is Source.DATABASE
-    assert cache.puts == []
+    assert cache.puts == [("envios:shipment:nobody", 0)]
+    assert cache.ttls["envios:shipment:nobody"] == 2.0
+
+    again = await reader.shipment("nobody")
+    assert again.value is None
+    assert again.source is Source.CACHE
+    assert queries.reads == 1
+
+
+async def test_reader_writer_replaces_not_found(
+    reader: StatusReader, cache: FakeCache, queries: FakeQueries
+) -> None:
+    await reader.shipment("late")
+    queries.shipments["late"] = SHIPMENT
+    written = await cache.put("envios:shipment:late", 1, shipment_fields(SHIPMENT))
+    assert written
+
+    read = await reader.shipment("late")
+    assert read.source is Source.CACHE
+    assert read.value is not None
+    assert read.value.status == "handling"
+
+
+async def test_reader_verifies_hits_after_recovery(
+    reader: StatusReader, cache: FakeCache, queries: FakeQueries, clock: FakeClock
+) -> None:
+    await reader.shipment("s1")
+    newer = dataclasses.replace(SHIPMENT, status="shipped", version=5)
+    queries.shipments["s1"] = newer
+    cache.down = True
+    assert (await reader.shipment("s1")).source is Source.FALLBACK
+
+    cache.down = False
+    clock.now += 1.5
+    recovered = await reader.shipment("s1")
+    assert recovered.source is Source.DATABASE
+    assert recovered.value == newer
+    assert cache.entries["envios:shipment:s1"]["version"] == "5"
+
+    clock.now += 5.0
+    settled = await reader.shipment("s1")
+    assert settled.source is Source.CACHE
+    assert settled.value == newer
+
+
+async def test_reader_metrics_count_sources(
+    reader: StatusReader, cache: FakeCache, clock: FakeClock
+) -> None:
+    registry = reader.metrics.registry
+    await reader.shipment("s1")
+    await reader.shipment("s1")
+    await reader.task("t1")
+    cache.down = True
+    await reader.shipment("s1")
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert sample("envios_status_reads_total", kind="shipment", source="database") == 1
+    assert sample("envios_status_reads_total", kind="shipment", source="cache") == 1
+    assert sample("envios_status_reads_total", kind="task", source="database") == 1
+    assert sample("envios_status_reads_total", kind="shipment", source="fallback") == 1
+    assert sample("envios_status_fallbacks_total") == 1
+    assert sample("envios_status_database_reads_total") == 3
+    assert sample("envios_status_cache_hit_ratio") == 0.25
+    assert sample("envios_status_degraded") == 1
+
+    cache.down = False
+    clock.now += 1.5
+    await reader.shipment("s1")
+    assert sample("envios_status_degraded") == 0
 
 
 async def test_reader_cache_down_falls_back(
