@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ops import envoy_config, grpc_call, replay
+from ops import drill, envoy_config, grpc_call, replay, tasks_cli, traffic
 from ops.provision import ProvisionError, ensure_packages, find_binary, rabbitmq_server_binary
 from ops.stack import Stack, StackError, stack_from_environ
 from ops.topology import TopologyError
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grpc_call.add_arguments(call_parser)
     call_parser.set_defaults(handler=_call)
+    traffic.add_parser(commands, _stack)
+    drill.add_parser(commands, _stack)
+    tasks_cli.add_parser(commands, _stack)
     return parser
 
 
@@ -155,7 +158,7 @@ def _configure_logging(level: str) -> None:
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # pika logs every connection step and httpx every request at INFO.
-    for name in ("pika", "httpx", "httpcore"):
+    for name in ("pika", "httpx", "httpcore", "grpc_reflection"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

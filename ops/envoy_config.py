@@ -9,8 +9,11 @@ Layout of the rendered configuration:
 - front listener (HTTP/1.1 and HTTP/2) -> cluster ``gateway``: weighted round robin;
 - gRPC listener (HTTP/2) -> one aggregate cluster per service, listing the primary site's
   cluster first and the secondary site's second, so the secondary takes traffic only
-  while no primary host is healthy;
-- admin API on 127.0.0.1 with a runtime admin layer, so ``/runtime_modify`` works.
+  while no primary host is healthy. The runtime key ``TRAFFIC_RUNTIME_KEY`` (0-100) sends
+  that percentage of calls to a second aggregate per service that lists the secondary
+  first, so one value moves traffic between sites and failover still works both ways;
+- admin API on 127.0.0.1 with a runtime admin layer, so ``/runtime_modify`` works, and
+  optionally a disk layer that keeps the traffic split across restarts.
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ name starts with one of these prefixes must not change state.
 READ_ONLY_SERVICES = ("status",)
 """Services whose every method is a read."""
 
+LONG_RUNNING_METHODS = {"task": ("RunTask", "WatchTask")}
+"""Methods per service that may run longer than a per-try timeout (tasks take 1 to 5 s or
+more), so they get no per-try timeout and only the retries of calls that never reached a
+server, even with an idempotency key."""
+
 REFLECTION_SERVICES = (
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
@@ -75,6 +83,60 @@ READ_RETRY_ON = (*UNSENT_RETRY_ON, "unavailable", "cancelled", "reset")
 Envoy sees ``unavailable`` and ``cancelled`` only in Trailers-Only responses, where the
 server failed before sending anything. ``reset`` also covers a per-try timeout.
 """
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+"""gRPC metadata key that marks a write as safe to repeat.
+
+A caller sends it with the same value as the request's ``request_id`` field, which the
+service uses to apply the write once. Envoy cannot read the protobuf body, so a write
+carrying this header gets the retries of a read.
+"""
+
+FRONT_IDEMPOTENCY_HEADER = "grpc-metadata-" + IDEMPOTENCY_HEADER
+"""HTTP header that the gateway forwards as the ``IDEMPOTENCY_HEADER`` metadata."""
+
+FRONT_REQUEST_ID_PARAMETER = "requestId"
+"""Query parameter of the HTTP facade that fills a write's ``request_id`` field."""
+
+TRAFFIC_RUNTIME_KEY = "envios.traffic.secondary_percent"
+"""Runtime key: percentage (0-100) of gRPC calls sent to the secondary site first.
+
+0 is normal operation. 100 is a full manual failover. Either way, calls fall back to the
+other site when the first one has no healthy host.
+"""
+
+RUNTIME_DISK_SUBDIRECTORY = "envoy"
+"""Directory below the disk layer's symlink that holds the runtime files."""
+
+SECONDARY_FIRST_SUFFIX = "_secondary_first"
+"""Suffix of the aggregate cluster that lists a service's secondary site first."""
+
+FRONT_SAFE_RETRY_ON = (*UNSENT_RETRY_ON, "reset")
+"""Front retry conditions for GET requests and keyed writes: also after a gateway reset.
+
+A 503 from a gateway is not retried, because the gateway returns it after the gRPC
+listener already retried the call on both sites.
+"""
+
+GATEWAY_QUEUE_DIVISOR = 5
+"""The gateway cluster queues at most ``max_concurrent_requests // 5`` requests (100 for 500)."""
+
+GRPC_UNKNOWN = 2
+LOCAL_REPLY_GRPC_CODES = {
+    400: 3,
+    403: 7,
+    404: 5,
+    408: 4,
+    413: 8,
+    429: 8,
+    431: 8,
+    500: 13,
+    501: 12,
+    502: 14,
+    503: 14,
+    504: 4,
+}
+"""gRPC code in the JSON body of each HTTP status that Envoy's front listener replies with."""
 
 GRPC_LB_POLICIES = {"task": "LEAST_REQUEST"}
 """Load balancing policy of each service's site clusters, ROUND_ROBIN when absent."""
@@ -138,7 +200,7 @@ class EnvoyTuning:
     """Whole-request timeout on the front listener, long enough for run-and-wait tasks."""
     num_retries: int = 3
     """Retries per call after the first attempt."""
-    read_per_try_timeout_s: float = 5.0
+    read_per_try_timeout_s: float = 2.0
     """Timeout of each attempt of a read call, within the caller's deadline for the whole call."""
     outlier_interval_s: float = 5.0
     """Outlier detection interval, over which the failure percentage is computed."""
@@ -146,18 +208,26 @@ class EnvoyTuning:
     """Ejection time of an outlier host, multiplied by the number of its ejections."""
     max_downstream_connections: int = 10_000
     """Connections Envoy accepts over all listeners before it rejects new ones."""
+    max_ejection_time_s: float = 300.0
+    """Longest ejection of an outlier host; repeated ejections grow up to this time."""
 
 
 DEFAULT_TUNING = EnvoyTuning()
 
 
 def render(
-    topology: Topology, *, access_log: bool = True, tuning: EnvoyTuning = DEFAULT_TUNING
+    topology: Topology,
+    *,
+    access_log: bool = True,
+    tuning: EnvoyTuning = DEFAULT_TUNING,
+    runtime_root: Path | None = None,
 ) -> Json:
     """Return Envoy's static bootstrap for ``topology`` as a dict.
 
     The result depends only on the arguments, so two calls dump to identical YAML.
-    With ``access_log=False`` neither listener writes access logs.
+    With ``access_log=False`` neither listener writes access logs. With ``runtime_root``
+    the runtime gets a disk layer read from ``runtime_root/current`` (see
+    ``runtime_symlink``); the directory ``runtime_root`` must exist when Envoy starts.
     """
     clusters = [_gateway_cluster(topology, tuning)]
     for service in SERVICES:
@@ -165,12 +235,7 @@ def render(
     return {
         "node": {"id": "envios-envoy", "cluster": "envios"},
         "admin": {"address": _address(topology.admin_port)},
-        "layered_runtime": {
-            "layers": [
-                {"name": "static", "static_layer": {}},
-                {"name": "admin", "admin_layer": {}},
-            ]
-        },
+        "layered_runtime": _layered_runtime(runtime_root),
         "overload_manager": _overload_manager(tuning),
         "static_resources": {
             "listeners": [
@@ -195,10 +260,26 @@ def to_yaml(config: Json) -> str:
     return GENERATED_HEADER + body
 
 
-def write(topology: Topology, path: Path) -> Path:
-    """Render ``topology`` with access logs, write it as YAML to ``path`` and return ``path``."""
-    path.write_text(to_yaml(render(topology)), encoding="utf-8")
+def write(topology: Topology, path: Path, *, runtime_root: Path | None = None) -> Path:
+    """Render ``topology`` with access logs, write it as YAML to ``path`` and return ``path``.
+
+    With ``runtime_root`` the configuration reads a runtime disk layer from there, and the
+    directory is created, because Envoy refuses to start when it is missing.
+    """
+    if runtime_root is not None:
+        runtime_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = render(topology, runtime_root=runtime_root)
+    path.write_text(to_yaml(config), encoding="utf-8")
     return path
+
+
+def runtime_symlink(runtime_root: Path) -> Path:
+    """Return the symlink that Envoy's runtime disk layer follows below ``runtime_root``.
+
+    Envoy reloads the layer when this symlink is replaced by a rename. The key
+    ``a.b.c`` is the file ``<symlink>/envoy/a/b/c``.
+    """
+    return runtime_root / "current"
 
 
 def envoy_binary() -> str:
@@ -260,6 +341,23 @@ def _address(port: int) -> Json:
     return {"socket_address": {"address": HOST, "port_value": port}}
 
 
+def _layered_runtime(runtime_root: Path | None) -> Json:
+    """Return the runtime layers: static defaults, the disk layer if any, then the admin layer.
+
+    A later layer overrides an earlier one, so a value set through ``/runtime_modify``
+    wins over the disk layer until Envoy restarts.
+    """
+    layers: list[Json] = [{"name": "static", "static_layer": {TRAFFIC_RUNTIME_KEY: 0}}]
+    if runtime_root is not None:
+        disk = {
+            "symlink_root": str(runtime_symlink(runtime_root)),
+            "subdirectory": RUNTIME_DISK_SUBDIRECTORY,
+        }
+        layers.append({"name": "disk", "disk_layer": disk})
+    layers.append({"name": "admin", "admin_layer": {}})
+    return {"layers": layers}
+
+
 def _overload_manager(tuning: EnvoyTuning) -> Json:
     monitor = {
         "name": "envoy.resource_monitors.global_downstream_max_connections",
@@ -293,15 +391,90 @@ def _listener(name: str, port: int, manager: Json) -> Json:
     return {"name": name, "address": _address(port), "filter_chains": [{"filters": [hcm]}]}
 
 
-def _front_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -> Json:
-    route = {
-        "match": {"prefix": "/"},
-        "route": {
-            "cluster": "gateway",
-            "timeout": _duration(tuning.front_route_timeout_s),
-            "retry_policy": _retry_policy(UNSENT_RETRY_ON, tuning, priorities=0),
-        },
+def _front_routes(tuning: EnvoyTuning) -> list[Json]:
+    """Return the front routes: keyed writes, then reads, then every other request.
+
+    A write whose ``requestId`` query parameter is set carries an idempotency key, so the
+    key also travels as the ``IDEMPOTENCY_HEADER`` metadata and the gRPC listener retries
+    it like a read. Other requests lose a caller's own copy of that header. Keyed writes
+    and GET requests are retried on another gateway when the first one fails after the
+    request was sent; other requests only when it was never sent.
+    """
+    keyed = {
+        "prefix": "/",
+        "query_parameters": [
+            {"name": FRONT_REQUEST_ID_PARAMETER, "string_match": {"safe_regex": {"regex": ".+"}}}
+        ],
     }
+    get = {"prefix": "/", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]}
+    key_header = {
+        "header": {
+            "key": FRONT_IDEMPOTENCY_HEADER,
+            "value": f"%QUERY_PARAM({FRONT_REQUEST_ID_PARAMETER})%",
+        },
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+    return [
+        {
+            **_front_route("keyed-write", keyed, FRONT_SAFE_RETRY_ON, tuning),
+            "request_headers_to_add": [key_header],
+        },
+        {
+            **_front_route("read", get, FRONT_SAFE_RETRY_ON, tuning),
+            "request_headers_to_remove": [FRONT_IDEMPOTENCY_HEADER],
+        },
+        {
+            **_front_route("call", {"prefix": "/"}, UNSENT_RETRY_ON, tuning),
+            "request_headers_to_remove": [FRONT_IDEMPOTENCY_HEADER],
+        },
+    ]
+
+
+def _front_route(name: str, match: Json, retry_on: Sequence[str], tuning: EnvoyTuning) -> Json:
+    action = {
+        "cluster": "gateway",
+        "timeout": _duration(tuning.front_route_timeout_s),
+        "retry_policy": _retry_policy(retry_on, tuning, priorities=0),
+    }
+    return {"name": name, "match": match, "route": action}
+
+
+def _local_reply_config() -> Json:
+    """Return JSON bodies in the ``google.rpc.Status`` shape for replies Envoy makes itself.
+
+    A full pending queue of the gateway cluster (response flag ``UO``) becomes 429
+    RESOURCE_EXHAUSTED, like the gateway's own concurrency limit. Other statuses keep
+    their HTTP code and get the gRPC code that the gateway maps to it.
+    """
+    overflow = {
+        "filter": {"response_flag_filter": {"flags": ["UO"]}},
+        "status_code": 429,
+        "body_format_override": _status_body(LOCAL_REPLY_GRPC_CODES[429]),
+    }
+    mappers = [overflow]
+    for http_status, grpc_code in LOCAL_REPLY_GRPC_CODES.items():
+        status_filter = {
+            "status_code_filter": {
+                "comparison": {
+                    "op": "EQ",
+                    "value": {
+                        "default_value": http_status,
+                        # Envoy requires a runtime key here; nothing sets it.
+                        "runtime_key": f"envios.front.local_reply.{http_status}",
+                    },
+                }
+            }
+        }
+        mappers.append({"filter": status_filter, "body_format_override": _status_body(grpc_code)})
+    return {"mappers": mappers, "body_format": _status_body(GRPC_UNKNOWN)}
+
+
+def _status_body(grpc_code: int) -> Json:
+    body = {"code": grpc_code, "message": "%LOCAL_REPLY_BODY%", "details": []}
+    return {"json_format": body}
+
+
+def _front_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -> Json:
     manager = {
         "stat_prefix": "front",
         "codec_type": "AUTO",
@@ -315,9 +488,12 @@ def _front_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -
         "merge_slashes": True,
         "access_log": _access_logs(access_log),
         "http_filters": [_router_filter()],
+        "local_reply_config": _local_reply_config(),
         "route_config": {
             "name": "front",
-            "virtual_hosts": [{"name": "gateway", "domains": ["*"], "routes": [route]}],
+            "virtual_hosts": [
+                {"name": "gateway", "domains": ["*"], "routes": _front_routes(tuning)}
+            ],
         },
     }
     return _listener("front", topology.front_port, manager)
@@ -349,16 +525,27 @@ def _grpc_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) ->
 
 
 def _grpc_routes(topology: Topology, tuning: EnvoyTuning) -> list[Json]:
-    """Return the gRPC routes, with method-specific read routes before their service's prefix."""
+    """Return the gRPC routes, most specific first: reads, long calls, keyed writes, others.
+
+    Every service route comes twice: first a copy that takes ``TRAFFIC_RUNTIME_KEY``
+    percent of the calls to the secondary-first aggregate, then the normal one.
+    """
     routes = []
     for service in SERVICES:
         prefix = f"/{GRPC_SERVICE_NAMES[service]}/"
         if service in READ_ONLY_SERVICES:
-            routes.append(_grpc_route(prefix, service, topology, tuning, read=True))
+            routes += _shiftable(_grpc_route(prefix, service, topology, tuning, read=True))
             continue
         for method in READ_METHOD_PREFIXES:
-            routes.append(_grpc_route(prefix + method, service, topology, tuning, read=True))
-        routes.append(_grpc_route(prefix, service, topology, tuning, read=False))
+            read = _grpc_route(prefix + method, service, topology, tuning, read=True)
+            routes += _shiftable(read)
+        for method in LONG_RUNNING_METHODS.get(service, ()):
+            routes += _shiftable(
+                _grpc_route(prefix + method, service, topology, tuning, read=False)
+            )
+        keyed = _grpc_route(prefix, service, topology, tuning, read=True, keyed=True)
+        routes += _shiftable(keyed)
+        routes += _shiftable(_grpc_route(prefix, service, topology, tuning, read=False))
     # Reflection streams stay open for a whole client session, so they get no per-try
     # timeout and only the retries of calls that never reached a server.
     for reflection in REFLECTION_SERVICES:
@@ -368,8 +555,18 @@ def _grpc_routes(topology: Topology, tuning: EnvoyTuning) -> list[Json]:
 
 
 def _grpc_route(
-    prefix: str, cluster: str, topology: Topology, tuning: EnvoyTuning, *, read: bool
+    prefix: str,
+    cluster: str,
+    topology: Topology,
+    tuning: EnvoyTuning,
+    *,
+    read: bool,
+    keyed: bool = False,
 ) -> Json:
+    """Return one gRPC route; ``read`` calls are retried even after reaching a server.
+
+    With ``keyed`` the route matches only calls that carry ``IDEMPOTENCY_HEADER``.
+    """
     hosts_per_site = len(topology.primary.ports[cluster])
     retry_on = READ_RETRY_ON if read else UNSENT_RETRY_ON
     retry_policy = _retry_policy(retry_on, tuning, priorities=hosts_per_site)
@@ -382,8 +579,34 @@ def _grpc_route(
         "max_stream_duration": {"grpc_timeout_header_max": "0s"},
         "retry_policy": retry_policy,
     }
+    match: Json = {"prefix": prefix}
     kind = "read" if read else "call"
-    return {"name": f"{prefix}:{kind}", "match": {"prefix": prefix}, "route": action}
+    if keyed:
+        match["headers"] = [{"name": IDEMPOTENCY_HEADER, "present_match": True}]
+        kind = "keyed-write"
+    return {"name": f"{prefix}:{kind}", "match": match, "route": action}
+
+
+def _shiftable(route: Json) -> list[Json]:
+    """Return ``route`` preceded by its copy for the traffic shifted to the secondary first.
+
+    ``runtime_fraction`` lets ``TRAFFIC_RUNTIME_KEY`` percent of the matching calls take
+    the copy; the rest fall through to ``route``.
+    """
+    fraction = {
+        "default_value": {"numerator": 0, "denominator": "HUNDRED"},
+        "runtime_key": TRAFFIC_RUNTIME_KEY,
+    }
+    shifted_action = {
+        **route["route"],
+        "cluster": route["route"]["cluster"] + SECONDARY_FIRST_SUFFIX,
+    }
+    shifted = {
+        "name": route["name"] + ":shifted",
+        "match": {**route["match"], "runtime_fraction": fraction},
+        "route": shifted_action,
+    }
+    return [shifted, route]
 
 
 def _retry_policy(retry_on: Sequence[str], tuning: EnvoyTuning, *, priorities: int) -> Json:
@@ -483,7 +706,7 @@ def _gateway_cluster(topology: Topology, tuning: EnvoyTuning) -> Json:
         "health_checks": [_health_check(tuning, http_check)],
         "common_lb_config": _common_lb_config(),
         "circuit_breakers": {
-            "thresholds": [_thresholds(limit * count, limit * count, limit)],
+            "thresholds": [_gateway_thresholds(limit, count)],
             "per_host_thresholds": [{"priority": "DEFAULT", "max_connections": limit}],
         },
         "outlier_detection": {
@@ -500,26 +723,46 @@ def _gateway_cluster(topology: Topology, tuning: EnvoyTuning) -> Json:
     }
 
 
+def _gateway_thresholds(limit: int, count: int) -> Json:
+    """Return the gateway cluster's limits: ``limit`` per gateway plus a short queue.
+
+    A request past ``limit`` in flight on every gateway waits in Envoy's pending queue of
+    ``limit // GATEWAY_QUEUE_DIVISOR`` requests; past that, Envoy answers at once with 429
+    and a JSON error (see ``_local_reply_config``) instead of letting callers queue up.
+    """
+    thresholds = _thresholds(limit * count, limit * count, limit)
+    thresholds["max_pending_requests"] = max(1, limit // GATEWAY_QUEUE_DIVISOR)
+    return thresholds
+
+
 def _protocol_options(explicit_http_config: Json) -> Json:
     options = {"@type": HTTP_OPTIONS_TYPE, "explicit_http_config": explicit_http_config}
     return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
 
 
 def _service_clusters(topology: Topology, service: str, tuning: EnvoyTuning) -> list[Json]:
-    """Return the service's aggregate cluster followed by one cluster per site."""
+    """Return the service's two aggregate clusters followed by one cluster per site.
+
+    The aggregate named after the service lists the primary first; the one with
+    ``SECONDARY_FIRST_SUFFIX`` lists the secondary first and carries shifted traffic.
+    """
     sites = (topology.primary, topology.secondary)
     members = [_site_cluster(topology, site, service, tuning) for site in sites]
-    hosts = sum(len(site.ports[service]) for site in sites)
+    names = [member["name"] for member in members]
+    normal = _aggregate_cluster(topology, service, names)
+    shifted = _aggregate_cluster(topology, service + SECONDARY_FIRST_SUFFIX, names[::-1])
+    return [normal, shifted, *members]
+
+
+def _aggregate_cluster(topology: Topology, name: str, members: Sequence[str]) -> Json:
+    hosts = sum(len(site.ports[site_service(members[0])]) for site in topology.sites)
     requests = topology.max_concurrent_rpcs * hosts
-    aggregate = {
-        "name": service,
+    return {
+        "name": name,
         "lb_policy": "CLUSTER_PROVIDED",
         "cluster_type": {
             "name": "envoy.clusters.aggregate",
-            "typed_config": {
-                "@type": AGGREGATE_TYPE,
-                "clusters": [member["name"] for member in members],
-            },
+            "typed_config": {"@type": AGGREGATE_TYPE, "clusters": list(members)},
         },
         "common_lb_config": _common_lb_config(),
         # Retries of both sites count against the aggregate's max_retries (default 3).
@@ -527,11 +770,20 @@ def _service_clusters(topology: Topology, service: str, tuning: EnvoyTuning) -> 
             "thresholds": [_thresholds(hosts, requests, topology.max_concurrent_rpcs)]
         },
     }
-    return [aggregate, *members]
+
+
+def site_cluster_name(service: str, site: str) -> str:
+    """Return the name of the cluster of ``service``'s replicas in ``site``."""
+    return f"{service}_{site}"
+
+
+def site_service(cluster: str) -> str:
+    """Return the service of a site cluster name such as ``shipment_primary``."""
+    return cluster.split("_", 1)[0]
 
 
 def _site_cluster(topology: Topology, site: Site, service: str, tuning: EnvoyTuning) -> Json:
-    name = f"{service}_{site.name}"
+    name = site_cluster_name(service, site.name)
     ports = site.ports[service]
     rpcs = topology.max_concurrent_rpcs
     http2 = {"http2_protocol_options": {"max_concurrent_streams": rpcs}}
@@ -578,6 +830,7 @@ def _service_outlier_detection(tuning: EnvoyTuning) -> Json:
         "interval": _duration(tuning.outlier_interval_s),
         "base_ejection_time": _duration(tuning.base_ejection_time_s),
         "max_ejection_percent": 100,
+        "max_ejection_time": _duration(tuning.max_ejection_time_s),
         "successful_active_health_check_uneject_host": False,
     }
 

@@ -72,17 +72,21 @@ class Backend:
 class EnvoyProcess:
     """A real Envoy started with ``envoy_config.envoy_command`` on a rendered topology."""
 
-    def __init__(self, topology: Topology, directory: Path) -> None:
+    def __init__(
+        self, topology: Topology, directory: Path, runtime_root: Path | None = None
+    ) -> None:
         self.topology = topology
+        self.runtime_root = runtime_root
         self.config_path = directory / "envoy.yaml"
         self.log_path = directory / "envoy.log"
         self.admin_url = f"http://{HOST}:{topology.admin_port}"
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.config_path.write_text(
-            envoy_config.to_yaml(envoy_config.render(self.topology, access_log=False))
+        config = envoy_config.render(
+            self.topology, access_log=False, runtime_root=self.runtime_root
         )
+        self.config_path.write_text(envoy_config.to_yaml(config))
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 envoy_config.envoy_command(self.config_path, log_level="warning"),

@@ -6,6 +6,7 @@ backend per status replica, then stops and starts backends and checks who serves
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from ops import envoy_config, traffic
 from ops.topology import HOST, Topology, load_topology
 from tests.integration.envoy_harness import (
     READ_METHOD,
@@ -173,3 +175,56 @@ async def test_failover_all_down_fails_fast(failover: FailoverStack) -> None:
     # Panic threshold 0: Envoy rejects the call at once instead of trying hosts known to be down.
     assert "no healthy upstream" in (raised.value.details() or "")
     assert elapsed_s < 1.5
+
+
+async def test_failover_serving_but_failing_stays_ejected(failover: FailoverStack) -> None:
+    failing = failover.backends["status-primary-1"]
+    failing.failing = True
+    served, failed = await call_replicas(failover.channel, CALLS)
+    await failover.wait_hosts([failing], healthy=False)
+    # Several passing health checks later, the host is still out of load balancing.
+    await asyncio.sleep(3 * envoy_config.DEFAULT_TUNING.health_check_interval_s)
+    later_served, later_failed = await call_replicas(failover.channel, CALLS)
+    flags = await failover.envoy.host_health("status_primary")
+
+    assert not failed
+    assert set(served) == {"status-primary-2"}
+    assert flags[failing.replica.port] is False
+    assert not later_failed
+    assert set(later_served) == {"status-primary-2"}
+
+
+async def test_failover_shift_moves_traffic(failover: FailoverStack) -> None:
+    await set_runtime(failover, 100)
+    shifted, shifted_failed = await call_replicas(failover.channel, CALLS)
+    await set_runtime(failover, 0)
+    restored, restored_failed = await call_replicas(failover.channel, CALLS)
+
+    assert not shifted_failed
+    assert set(shifted) == failover.names("secondary")
+    assert not restored_failed
+    assert set(restored) == failover.names("primary")
+
+
+async def test_failover_shift_half_splits(failover: FailoverStack) -> None:
+    await set_runtime(failover, 50)
+    served, failed = await call_replicas(failover.channel, 200)
+    secondary = sum(served[name] for name in failover.names("secondary"))
+
+    assert not failed
+    # 200 calls at 50%: the binomial spread makes 60..140 a safe bound.
+    assert 60 <= secondary <= 140
+
+
+async def test_failover_shift_secondary_down_falls_back(failover: FailoverStack) -> None:
+    await set_runtime(failover, 100)
+    await failover.stop_site("secondary")
+    await failover.wait_health("secondary", healthy=False)
+    served, failed = await call_replicas(failover.channel, CALLS)
+
+    assert not failed
+    assert set(served) == failover.names("primary")
+
+
+async def set_runtime(failover: FailoverStack, percent: int) -> None:
+    await asyncio.to_thread(traffic.set_secondary_percent, failover.envoy.admin_url, percent)

@@ -52,10 +52,19 @@ def grpc_routes(config: dict[str, Any]) -> list[dict[str, Any]]:
     return routes
 
 
-def route_for(config: dict[str, Any], path: str) -> dict[str, Any]:
-    """Return the first route whose prefix matches ``path``, as Envoy picks it."""
+def route_for(
+    config: dict[str, Any], path: str, headers: tuple[str, ...] = (), *, shifted: bool = False
+) -> dict[str, Any]:
+    """Return the first route that matches ``path`` with ``headers``, as Envoy picks it.
+
+    ``shifted`` picks the calls that the runtime fraction sends to the secondary first.
+    """
     for route in grpc_routes(config):
-        if path.startswith(route["match"]["prefix"]):
+        match = route["match"]
+        if ("runtime_fraction" in match) is not shifted:
+            continue
+        required = {header["name"] for header in match.get("headers", [])}
+        if path.startswith(match["prefix"]) and required <= set(headers):
             return route
     raise AssertionError(f"no route matches {path}")
 
@@ -305,3 +314,121 @@ def test_main_writes_output(tmp_path: Path) -> None:
         encoding="utf-8"
     )
     assert yaml.safe_load(output.read_text(encoding="utf-8"))["admin"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/envios.shipment.v1.ShipmentService/CreateShipment",
+        "/envios.shipment.v1.ShipmentService/UpdateShipment",
+        "/envios.task.v1.TaskService/SubmitTask",
+    ],
+)
+def test_keyed_write_route_retries(config: dict[str, Any], path: str) -> None:
+    route = route_for(config, path, (envoy_config.IDEMPOTENCY_HEADER,))
+
+    assert retry_tokens(route) == UNSENT_TOKENS | READ_TOKENS
+    assert "per_try_timeout" in route["route"]["retry_policy"]
+
+
+def test_shifted_route_precedes_each(config: dict[str, Any]) -> None:
+    routes = [route for route in grpc_routes(config) if "Reflection" not in route["name"]]
+    shifted, normal = routes[0::2], routes[1::2]
+
+    assert len(shifted) == len(normal)
+    for copy, route in zip(shifted, normal, strict=True):
+        fraction = copy["match"]["runtime_fraction"]
+        assert fraction["runtime_key"] == envoy_config.TRAFFIC_RUNTIME_KEY
+        assert fraction["default_value"] == {"numerator": 0, "denominator": "HUNDRED"}
+        assert copy["route"]["cluster"] == route["route"]["cluster"] + "_secondary_first"
+        assert copy["route"]["retry_policy"] == route["route"]["retry_policy"]
+        assert {**copy["match"], "runtime_fraction": None} == {
+            **route["match"],
+            "runtime_fraction": None,
+        }
+
+
+def test_secondary_first_aggregate_order(config: dict[str, Any]) -> None:
+    by_name = clusters(config)
+    for service in SERVICES:
+        shifted = by_name[f"{service}_secondary_first"]["cluster_type"]["typed_config"]
+        assert shifted["clusters"] == [f"{service}_secondary", f"{service}_primary"]
+
+
+def test_runtime_layers_default() -> None:
+    layers = envoy_config.render(load_topology())["layered_runtime"]["layers"]
+
+    assert [layer["name"] for layer in layers] == ["static", "admin"]
+    assert layers[0]["static_layer"] == {envoy_config.TRAFFIC_RUNTIME_KEY: 0}
+
+
+def test_runtime_disk_layer(tmp_path: Path) -> None:
+    config = envoy_config.render(load_topology(), runtime_root=tmp_path)
+    layers = config["layered_runtime"]["layers"]
+
+    assert [layer["name"] for layer in layers] == ["static", "disk", "admin"]
+    assert layers[1]["disk_layer"] == {
+        "symlink_root": str(tmp_path / "current"),
+        "subdirectory": "envoy",
+    }
+
+
+def test_write_creates_runtime_root(tmp_path: Path) -> None:
+    root = tmp_path / "state" / "runtime"
+    envoy_config.write(load_topology(), tmp_path / "envoy.yaml", runtime_root=root)
+
+    assert root.is_dir()
+    assert str(root / "current") in (tmp_path / "envoy.yaml").read_text()
+
+
+def front_routes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    routes = listener(config, "front")["route_config"]["virtual_hosts"][0]["routes"]
+    return {route["name"]: route for route in routes}
+
+
+def test_front_keyed_write_sets_header(config: dict[str, Any]) -> None:
+    routes = front_routes(config)
+    keyed = routes["keyed-write"]
+
+    assert list(routes) == ["keyed-write", "read", "call"]
+    assert keyed["match"]["query_parameters"][0]["name"] == "requestId"
+    header = keyed["request_headers_to_add"][0]["header"]
+    assert header == {
+        "key": "grpc-metadata-idempotency-key",
+        "value": "%QUERY_PARAM(requestId)%",
+    }
+    assert "reset" in keyed["route"]["retry_policy"]["retry_on"].split(",")
+
+
+def test_front_other_routes_drop_header(config: dict[str, Any]) -> None:
+    routes = front_routes(config)
+
+    for name in ("read", "call"):
+        assert routes[name]["request_headers_to_remove"] == ["grpc-metadata-idempotency-key"]
+    assert "reset" in routes["read"]["route"]["retry_policy"]["retry_on"].split(",")
+    assert "reset" not in routes["call"]["route"]["retry_policy"]["retry_on"].split(",")
+
+
+def test_front_local_reply_json(config: dict[str, Any]) -> None:
+    reply = listener(config, "front")["local_reply_config"]
+    overflow = reply["mappers"][0]
+
+    assert overflow["filter"] == {"response_flag_filter": {"flags": ["UO"]}}
+    assert overflow["status_code"] == 429
+    assert overflow["body_format_override"]["json_format"]["code"] == 8
+    unavailable = next(
+        mapper
+        for mapper in reply["mappers"][1:]
+        if mapper["filter"]["status_code_filter"]["comparison"]["value"]["default_value"] == 503
+    )
+    assert unavailable["body_format_override"]["json_format"]["code"] == 14
+
+
+@pytest.mark.parametrize(
+    "path", ["/envios.task.v1.TaskService/RunTask", "/envios.task.v1.TaskService/WatchTask"]
+)
+def test_long_running_no_per_try_timeout(config: dict[str, Any], path: str) -> None:
+    route = route_for(config, path, (envoy_config.IDEMPOTENCY_HEADER,))
+
+    assert retry_tokens(route) == UNSENT_TOKENS
+    assert "per_try_timeout" not in route["route"]["retry_policy"]
