@@ -1,9 +1,13 @@
 """HTTP bindings read from the ``google.api.http`` options of compiled descriptors.
 
-Every annotated rpc of every service in the selected proto packages becomes one binding
-per rule (the main rule and each of its ``additional_bindings``), so adding an annotated
-rpc needs no gateway code. Descriptors come from the default descriptor pool; importing
-the generated ``*_pb2`` modules under a Python package registers them there.
+Every annotated rpc of every selected service becomes one binding per rule (the main rule
+and each of its ``additional_bindings``), so adding an annotated rpc needs no gateway code.
+The services come from a ``gateway.descriptors.DescriptorSource``: the generated envios
+modules by default, or any descriptor set file.
+
+As grpc-gateway's generator does, a rule is rejected at start-up when its template breaks
+the grammar, a path variable names no singular request field, ``body`` or
+``response_body`` names no field, or a GET rule has a body.
 """
 
 from __future__ import annotations
@@ -16,10 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.api import annotations_pb2, http_pb2
-from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf import descriptor_pool, message_factory
+from google.protobuf.descriptor import (
+    Descriptor,
+    FieldDescriptor,
+    MethodDescriptor,
+    ServiceDescriptor,
+)
 from google.protobuf.message import Message
 
+from gateway.descriptors import DescriptorSource, default_source
 from gateway.routes import PathTemplate, TemplateError, parse_template
 
 logger = logging.getLogger(__name__)
@@ -28,6 +38,7 @@ DEFAULT_PACKAGES = ("envios",)
 """Proto package prefixes the gateway serves by default."""
 
 _METHOD_FIELDS = ("get", "put", "post", "delete", "patch")
+HTTP_BODY = "google.api.HttpBody"
 
 
 class BindingError(ValueError):
@@ -66,6 +77,24 @@ class Binding:
     def client_streaming(self) -> bool:
         return bool(self.method.client_streaming)
 
+    @property
+    def pool(self) -> descriptor_pool.DescriptorPool:
+        """The pool of the rpc's file; ``Any`` values resolve their types in it."""
+        return self.method.containing_service.file.pool
+
+    @property
+    def http_body_response(self) -> bool:
+        """True when the response (or its ``response_body`` field) is a ``google.api.HttpBody``."""
+        output: Descriptor | None = self.method.output_type
+        if self.response_body and output is not None:
+            output = output.fields_by_name[self.response_body].message_type
+        return output is not None and output.full_name == HTTP_BODY
+
+    @property
+    def describe(self) -> str:
+        """One route table line: ``GET /v1/x/{id} -> pkg.Service.Method``."""
+        return f"{self.http_method} {self.template.source} -> {self.method.full_name}"
+
 
 def import_generated_modules(package: str) -> list[Any]:
     """Import every ``*_pb2`` module below a Python package so its descriptors register.
@@ -85,22 +114,39 @@ def load_bindings(packages: Sequence[str] = DEFAULT_PACKAGES) -> list[Binding]:
     """Return the bindings of every service whose proto package starts with one of ``packages``.
 
     Each entry of ``packages`` is also imported as a Python package to register its
-    generated modules. Raises ``BindingError`` for an rpc whose rule cannot be served.
+    generated modules.
+
+    Raises:
+        BindingError: an rpc's rule cannot be served.
     """
-    files = []
-    for package in packages:
-        for module in import_generated_modules(package):
-            descriptor = getattr(module, "DESCRIPTOR", None)
-            if descriptor is not None and hasattr(descriptor, "services_by_name"):
-                files.append(descriptor)
-    bindings = []
-    for file in files:
-        if not any(_in_package(file.package, p) for p in packages):
-            continue
-        for service in file.services_by_name.values():
-            for method in service.methods:
-                bindings.extend(bindings_for_method(method))
+    source = default_source(packages)
+    services = [
+        service
+        for file in source.files
+        if any(_in_package(file.package, p) for p in packages)
+        for service in file.services_by_name.values()
+    ]
+    bindings = bindings_for_services(services)
     logger.debug("loaded %s HTTP bindings from %s", len(bindings), ", ".join(packages))
+    return bindings
+
+
+def load_source_bindings(source: DescriptorSource, services: Sequence[str] = ()) -> list[Binding]:
+    """Return the bindings of the services of ``source`` (all of them when ``services`` is empty).
+
+    Raises:
+        BindingError: an rpc's rule cannot be served.
+        DescriptorSetError: a name in ``services`` is not in the source.
+    """
+    return bindings_for_services(source.services(services))
+
+
+def bindings_for_services(services: Iterable[ServiceDescriptor]) -> list[Binding]:
+    """Return the bindings of every annotated rpc of ``services``, in declaration order."""
+    bindings = []
+    for service in services:
+        for method in service.methods:
+            bindings.extend(bindings_for_method(method))
     return bindings
 
 
@@ -123,11 +169,15 @@ def _binding(method: MethodDescriptor, rule: http_pb2.HttpRule) -> Binding:
     try:
         template = parse_template(path)
     except TemplateError as error:
-        raise BindingError(f"{method.full_name}: {error}") from error
+        raise BindingError(f"rpc {method.full_name}: {error}") from error
+    if http_method == "GET" and rule.body:
+        raise BindingError(
+            f"rpc {method.full_name}: GET {path!r} has body {rule.body!r}; GET rules take no body"
+        )
     _check_body_field(method, method.input_type, rule.body, "body")
     _check_body_field(method, method.output_type, rule.response_body, "response_body")
     for variable in template.variables:
-        _check_field_path(method, variable.field_path)
+        _check_field_path(method, template.source, variable.field_path)
     return Binding(
         http_method=http_method,
         template=template,
@@ -144,8 +194,9 @@ def _method_and_path(method: MethodDescriptor, rule: http_pb2.HttpRule) -> tuple
     if pattern in _METHOD_FIELDS:
         return pattern.upper(), str(getattr(rule, pattern))
     if pattern == "custom":
-        return rule.custom.kind.upper(), rule.custom.path
-    raise BindingError(f"{method.full_name}: google.api.http rule has no method and path")
+        # HTTP methods are case-sensitive; grpc-gateway registers the kind as written.
+        return rule.custom.kind, rule.custom.path
+    raise BindingError(f"rpc {method.full_name}: google.api.http rule has no method and path")
 
 
 def _check_body_field(
@@ -154,20 +205,24 @@ def _check_body_field(
     allowed = ("", "*") if option == "body" else ("",)
     if name not in allowed and name not in message.fields_by_name:
         raise BindingError(
-            f"{method.full_name}: {option} {name!r} is not a field of {message.full_name}"
+            f"rpc {method.full_name}: {option} {name!r} is not a field of {message.full_name}"
         )
 
 
-def _check_field_path(method: MethodDescriptor, field_path: str) -> None:
-    """Check that a path variable names a singular non-message field through singular messages."""
+def _check_field_path(method: MethodDescriptor, template: str, field_path: str) -> None:
+    """Check that a path variable names a singular field through singular messages."""
     message: Descriptor | None = method.input_type
     field: FieldDescriptor | None = None
     for name in field_path.split("."):
         if message is None or name not in message.fields_by_name:
             raise BindingError(
-                f"{method.full_name}: path variable {field_path!r} is not a request field"
+                f"rpc {method.full_name}: path template {template!r}: variable "
+                f"{field_path!r} is not a field of {method.input_type.full_name}"
             )
         field = message.fields_by_name[name]
         message = field.message_type
     if field is not None and field.is_repeated:
-        raise BindingError(f"{method.full_name}: path variable {field_path!r} is a repeated field")
+        raise BindingError(
+            f"rpc {method.full_name}: path template {template!r}: variable {field_path!r} "
+            "is a repeated field"
+        )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from services.common.config import PREFIX, EnvReader, read_upstream
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+ROUTE_ORDERS = ("grpc-gateway", "specificity")
+GATEWAY_PREFIX = PREFIX + "GATEWAY_"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,22 @@ class GatewayConfig:
     """
     max_body_bytes: int = 1024 * 1024
     """Largest accepted request body; a larger one is rejected with HTTP 413."""
+    max_header_bytes: int = 64 * 1024
+    """Largest accepted request head (request line and headers); a larger one gets HTTP 431.
+
+    Go's net/http, under grpc-gateway, allows 1 MiB by default; Envoy allows 60 KiB.
+    """
+    body_timeout_s: float = 30.0
+    """Seconds a client gets to send the whole request body; a slower one gets HTTP 408."""
+    keep_alive_s: float = 5.0
+    """Seconds an idle keep-alive connection stays open."""
+    descriptor_set: str = ""
+    """Path of a binary ``FileDescriptorSet`` to serve; empty serves the envios protos."""
+    services: tuple[str, ...] = ()
+    """Full names of the services to serve from ``descriptor_set``; empty serves all."""
+    route_order: str = "grpc-gateway"
+    """Precedence among templates that match one path: ``grpc-gateway`` (the one declared
+    last wins) or ``specificity`` (literal before ``*`` before ``**``, as Envoy's transcoder)."""
     default_timeout_s: float = 60.0
     """Deadline of an upstream call when the request has no ``Grpc-Timeout`` header."""
     shutdown_grace_s: float = 10.0
@@ -52,6 +70,12 @@ class GatewayConfig:
             replica=env.text(PREFIX + "REPLICA", "gateway-local"),
             max_concurrent_requests=env.integer(PREFIX + "MAX_CONCURRENT_REQUESTS", 500, minimum=1),
             max_body_bytes=env.integer(PREFIX + "MAX_BODY_BYTES", 1024 * 1024, minimum=1),
+            max_header_bytes=env.integer(PREFIX + "MAX_HEADER_BYTES", 64 * 1024, minimum=1024),
+            body_timeout_s=env.seconds(PREFIX + "BODY_TIMEOUT_S", 30.0),
+            keep_alive_s=env.seconds(PREFIX + "KEEP_ALIVE_S", 5.0),
+            descriptor_set=environ.get(GATEWAY_PREFIX + "DESCRIPTOR_SET", ""),
+            services=_names(environ.get(GATEWAY_PREFIX + "SERVICES", "")),
+            route_order=env.choice(GATEWAY_PREFIX + "ROUTE_ORDER", ROUTE_ORDERS, "grpc-gateway"),
             default_timeout_s=env.seconds(PREFIX + "DEFAULT_TIMEOUT_S", 60.0),
             shutdown_grace_s=env.seconds(PREFIX + "SHUTDOWN_GRACE_S", 10.0),
             drain_s=env.seconds(PREFIX + "DRAIN_S", 1.0),
@@ -67,3 +91,7 @@ class GatewayConfig:
     @property
     def port(self) -> int:
         return int(self.listen_address.rpartition(":")[2])
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from gateway.marshal import message_to_value
+from gateway.marshal import MarshalError, message_to_value
 
 logger = logging.getLogger(__name__)
 
@@ -115,24 +115,22 @@ def _parse_status(data: bytes) -> status_pb2.Status | None:
     return status
 
 
-def status_json(status: status_pb2.Status) -> Any:
+def status_json(
+    status: status_pb2.Status, pool: descriptor_pool.DescriptorPool | None = None
+) -> Any:
     """Return the JSON value of a status, dropping details whose type is unknown here.
 
-    grpc-gateway fails the whole body in that case; keeping code and message is more
-    useful, and the log line names the dropped type.
+    ``pool`` (the rpc's pool) and then the default pool resolve the detail types.
+    grpc-gateway fails the whole body when a detail type is unknown; keeping code and
+    message is more useful, and the log line names the dropped type.
     """
-    try:
-        return message_to_value(status)
-    except TypeError:
-        kept = status_pb2.Status(code=status.code, message=status.message)
-        for detail in status.details:
-            try:
-                json_format.MessageToDict(detail)
-            except TypeError:
-                logger.warning("dropped error detail of unknown type %s", detail.type_url)
-                continue
-            kept.details.append(detail)
-        return message_to_value(kept)
+    details = []
+    for detail in status.details:
+        try:
+            details.append(message_to_value(detail, pool))
+        except MarshalError:
+            logger.warning("dropped error detail of unknown type %s", detail.type_url)
+    return {"code": status.code, "message": status.message, "details": details}
 
 
 def error_headers(status: status_pb2.Status) -> list[tuple[str, str]]:

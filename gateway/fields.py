@@ -1,11 +1,16 @@
 """Set request fields from the text of path variables and query parameters.
 
-The conversions follow grpc-gateway v2's ``PopulateFieldFromPath`` and default query
-parser. Booleans are read as Go's ``strconv.ParseBool`` reads them, integers in base 10,
-enums by name or number and bytes as base64. ``Timestamp`` is RFC 3339, ``Duration`` is Go
-syntax (``1m30s``, ``1.5s``, so the JSON form works too), ``FieldMask`` is comma-separated
-paths and a wrapper type is its scalar. Every failure raises ``FieldValueError`` with a
-message that names the field.
+The conversions follow grpc-gateway v2's default query parser, which its generated
+handlers also use for nested path variables. Booleans are read as Go's
+``strconv.ParseBool`` reads them, integers in base 10, enums by name or number and bytes
+as standard or URL-safe base64. ``Timestamp`` is RFC 3339, ``Duration`` is Go syntax
+(``1m30s``, ``1.5s``, so the JSON form works too), ``FieldMask`` is comma-separated
+paths, ``Struct`` and ``Value`` are JSON text, and a wrapper type is its scalar.
+
+A top-level path variable goes through grpc-gateway's ``runtime.Int32``-style converters
+instead, which read integers with Go's base prefixes (``0x1f``, ``0o17``, ``017``, ``1_000``).
+
+Every failure raises ``FieldValueError`` with a message that names the field.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ import binascii
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
-from google.protobuf import duration_pb2, field_mask_pb2, message_factory, timestamp_pb2
+from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+_UNSIGNED = re.compile(r"\+?[0-9]+")
+_GO_LITERAL = re.compile(r"[+-]?[0-9][0-9A-Za-z_]*")
+_LEGACY_OCTAL = re.compile(r"([+-]?)0([0-7_]+)")
 _FLOAT = re.compile(r"[+-]?(inf|infinity|nan|[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?|[0-9]+\.)", re.I)
 _GO_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]*)(ns|us|µs|μs|ms|s|m|h)")
 _DURATION_UNIT_NS = {
@@ -111,11 +119,18 @@ def field_by_name(message: Descriptor, name: str) -> FieldDescriptor | None:
     return next((f for f in message.fields if f.json_name == name), None)
 
 
-def set_field(message: Message, fields: Sequence[FieldDescriptor], values: Sequence[str]) -> None:
+def set_field(
+    message: Message,
+    fields: Sequence[FieldDescriptor],
+    values: Sequence[str],
+    go_literals: bool = False,
+) -> None:
     """Store ``values`` in the field reached through ``fields``, creating parent messages.
 
     A repeated field takes every value; a map field takes ``[key, value]``; a singular
-    field takes exactly one. Raises ``FieldValueError`` naming the field.
+    field takes exactly one. ``go_literals`` reads integers with Go's base prefixes, as
+    grpc-gateway does for top-level path variables. Raises ``FieldValueError`` naming
+    the field.
     """
     target = message
     for parent in fields[:-1]:
@@ -130,7 +145,7 @@ def set_field(message: Message, fields: Sequence[FieldDescriptor], values: Seque
     elif len(values) != 1:
         raise FieldValueError(f"too many values for field {path!r}: {', '.join(values)}")
     else:
-        _set_singular(target, field, values[0], path)
+        _set_singular(target, field, values[0], path, go_literals)
 
 
 def _check_oneof(target: Message, field: FieldDescriptor, path: str) -> None:
@@ -148,11 +163,13 @@ def is_map(field: FieldDescriptor) -> bool:
     return bool(field.is_repeated and entry is not None and entry.GetOptions().map_entry)
 
 
-def _set_singular(target: Message, field: FieldDescriptor, text: str, path: str) -> None:
+def _set_singular(
+    target: Message, field: FieldDescriptor, text: str, path: str, go_literals: bool = False
+) -> None:
     if field.message_type is not None:
         getattr(target, field.name).CopyFrom(parse_message(field.message_type, text, path))
     else:
-        setattr(target, field.name, parse_scalar(field, text, path))
+        setattr(target, field.name, parse_scalar(field, text, path, go_literals))
 
 
 def _extend_repeated(
@@ -185,11 +202,13 @@ def _set_map_entry(
         container[key] = parse_scalar(value_field, values[1], path)
 
 
-def parse_scalar(field: FieldDescriptor, text: str, path: str) -> Scalar:
+def parse_scalar(field: FieldDescriptor, text: str, path: str, go_literals: bool = False) -> Scalar:
     """Convert text to the Python value of a scalar or enum field."""
     parser = _SCALAR_PARSERS.get(field.type)
     if field.type == FieldDescriptor.TYPE_ENUM:
-        return _parse_enum(field, text, path)
+        return _parse_enum(field, text, path, go_literals)
+    if go_literals and field.type in _INT_RANGES:
+        parser = _parse_go_int
     if parser is None:
         raise FieldValueError(f"field {path!r} has a type that query parameters do not support")
     try:
@@ -207,10 +226,37 @@ def _parse_bool(_field: FieldDescriptor, text: str) -> bool:
 
 
 def _parse_int(field: FieldDescriptor, text: str) -> int:
-    if not _INTEGER.fullmatch(text):
-        raise ValueError(f"{text!r} is not a base-10 integer")
-    value = int(text)
     low, high = _INT_RANGES[field.type]
+    pattern = _UNSIGNED if low == 0 else _INTEGER
+    if not pattern.fullmatch(text):
+        raise ValueError(f"{text!r} is not a base-10 integer")
+    return _in_range(int(text), text, low, high)
+
+
+def _parse_go_int(field: FieldDescriptor, text: str) -> int:
+    """Read an integer as Go's ``strconv.ParseInt(text, 0, bits)`` does."""
+    low, high = _INT_RANGES[field.type]
+    return _in_range(go_integer(text, signed=low < 0), text, low, high)
+
+
+def go_integer(text: str, signed: bool = True) -> int:
+    """Parse a Go integer literal: base prefixes ``0x``, ``0o``, ``0b``, a leading ``0``
+    for octal, and underscores between digits.
+
+    Raises:
+        ValueError: the text is not such a literal, or has a sign where none is allowed.
+    """
+    if not _GO_LITERAL.fullmatch(text) or (not signed and text[0] == "-"):
+        raise ValueError(f"{text!r} is not an integer")
+    octal = _LEGACY_OCTAL.fullmatch(text)
+    literal = f"{octal.group(1)}0o{octal.group(2)}" if octal else text
+    try:
+        return int(literal, 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def _in_range(value: int, text: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{text!r} is out of range [{low}, {high}]")
     return value
@@ -244,16 +290,26 @@ def _parse_bytes(_field: FieldDescriptor, text: str) -> bytes:
         raise ValueError(f"{text!r} is not base64") from None
 
 
-def _parse_enum(field: FieldDescriptor, text: str, path: str) -> int:
+def _parse_enum(field: FieldDescriptor, text: str, path: str, go_literals: bool = False) -> int:
     enum = field.enum_type
     assert enum is not None
     by_name = enum.values_by_name.get(text)
     if by_name is not None:
         return int(by_name.number)
-    if _INTEGER.fullmatch(text) and int(text) in enum.values_by_number:
-        return int(text)
+    number = _enum_number(text, go_literals)
+    if number is not None and number in enum.values_by_number:
+        return number
     names = ", ".join(enum.values_by_name)
     raise FieldValueError(f"invalid value for field {path!r}: {text!r} is not one of {names}")
+
+
+def _enum_number(text: str, go_literals: bool) -> int | None:
+    if go_literals:
+        try:
+            return go_integer(text)
+        except ValueError:
+            return None
+    return int(text) if _INTEGER.fullmatch(text) else None
 
 
 _SCALAR_PARSERS: dict[int, Callable[[FieldDescriptor, str], Scalar]] = {
@@ -267,41 +323,41 @@ _SCALAR_PARSERS: dict[int, Callable[[FieldDescriptor, str], Scalar]] = {
 
 
 def parse_message(descriptor: Descriptor, text: str, path: str) -> Message:
-    """Convert text to a well-known message type; other message types are rejected."""
+    """Convert text to a well-known message type; other message types are rejected.
+
+    The message is built with the class of ``descriptor``'s own pool, so it can be copied
+    into a field of a message from any pool.
+    """
     name = descriptor.full_name
+    message: Any = message_factory.GetMessageClass(descriptor)()
     try:
         if name == "google.protobuf.Timestamp":
-            return _parse_timestamp(text)
-        if name == "google.protobuf.Duration":
-            return _parse_duration(text)
-        if name == "google.protobuf.FieldMask":
-            return field_mask_pb2.FieldMask(paths=[p for p in text.split(",") if p])
-    except ValueError as error:
+            message.FromJsonString(text)
+        elif name == "google.protobuf.Duration":
+            message.FromNanoseconds(_duration_nanos(text))
+        elif name == "google.protobuf.FieldMask":
+            message.paths.extend(text.split(","))
+        elif name in ("google.protobuf.Struct", "google.protobuf.Value"):
+            json_format.Parse(text, message)
+        elif name in WRAPPER_TYPES:
+            message.value = parse_scalar(descriptor.fields_by_name["value"], text, path)
+        else:
+            raise FieldValueError(
+                f"field {path!r} of message type {name} cannot be set from a path or query value"
+            )
+    except (ValueError, json_format.ParseError) as error:
+        if isinstance(error, FieldValueError):
+            raise
         raise FieldValueError(f"invalid value for field {path!r}: {error}") from None
-    if name in WRAPPER_TYPES:
-        wrapper = message_factory.GetMessageClass(descriptor)()
-        value_field = descriptor.fields_by_name["value"]
-        wrapper.value = parse_scalar(value_field, text, path)  # type: ignore[attr-defined]
-        return wrapper
-    raise FieldValueError(
-        f"field {path!r} of message type {name} cannot be set from a path or query value"
-    )
+    return cast(Message, message)
 
 
-def _parse_timestamp(text: str) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    if text != "null":
-        stamp.FromJsonString(text)
-    return stamp
-
-
-def _parse_duration(text: str) -> duration_pb2.Duration:
+def _duration_nanos(text: str) -> int:
     """Parse Go ``time.ParseDuration`` syntax: an optionally signed sequence like ``1h2m3.5s``."""
-    duration = duration_pb2.Duration()
-    if text in ("null", "0", "+0", "-0"):
-        return duration
+    if text in ("0", "+0", "-0"):
+        return 0
     sign = -1 if text.startswith("-") else 1
-    body = text.lstrip("+-")
+    body = text[1:] if text[:1] in "+-" else text
     parts = list(_GO_DURATION_PART.finditer(body))
     if (
         not body
@@ -309,9 +365,7 @@ def _parse_duration(text: str) -> duration_pb2.Duration:
         or any(p.group(1) in ("", ".") for p in parts)
     ):
         raise ValueError(f"{text!r} is not a duration such as '1.5s' or '1m30s'")
-    nanos = sum(_part_nanos(p.group(1), _DURATION_UNIT_NS[p.group(2)]) for p in parts)
-    duration.FromNanoseconds(sign * nanos)
-    return duration
+    return sign * sum(_part_nanos(p.group(1), _DURATION_UNIT_NS[p.group(2)]) for p in parts)
 
 
 def _part_nanos(number: str, unit_ns: int) -> int:

@@ -9,6 +9,12 @@ The order follows grpc-gateway v2's generated handlers:
 4. query parameters fill the fields that neither the body nor a path variable binds,
    except for ``body: "*"``, where the query string is ignored.
 
+Query parameters follow grpc-gateway v2's default parser: a parameter whose only value is
+empty is dropped; a parameter is skipped when a path variable or the body field is a
+prefix of its dotted name as written (proto or JSON names are not mixed); an unknown name
+is ignored; ``name[key]=value`` sets a map entry; a singular field given twice, a second
+member of a set oneof, an invalid ``%`` escape or a ``;`` separator is INVALID_ARGUMENT.
+
 JSON decoding is protojson as grpc-gateway's default marshaler configures it: proto and
 lowerCamel names both accepted and unknown fields discarded (``DiscardUnknown: true``).
 Every problem raises ``RequestError``, which the gateway returns as INVALID_ARGUMENT (HTTP 400).
@@ -17,12 +23,13 @@ Every problem raises ``RequestError``, which the gateway returns as INVALID_ARGU
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from gateway.bindings import Binding
@@ -30,12 +37,12 @@ from gateway.fieldmask import FieldMaskError, field_mask_paths
 from gateway.fields import (
     FieldValueError,
     descriptor_of,
-    field_by_name,
     resolve_field_path,
     set_field,
 )
 
 _FIELD_MASK = "google.protobuf.FieldMask"
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _NO_BODY = object()
 
 
@@ -191,11 +198,11 @@ def _set_path_param(request: Message, field_path: str, text: str) -> None:
 def apply_query(request: Message, query_string: str, bound: list[list[str]]) -> None:
     """Set fields from the query string, skipping parameters under a ``bound`` field path.
 
-    Unknown parameter names are ignored, as grpc-gateway ignores them. ``name[key]=value``
-    sets one entry of a map field.
+    Raises:
+        RequestError: a malformed query string or a value its field cannot take.
     """
     for key, values in parse_query(query_string):
-        names = _normalize(descriptor_of(request), key.split("."))
+        names = key.split(".")
         if any(names[: len(prefix)] == prefix for prefix in bound):
             continue
         try:
@@ -207,7 +214,17 @@ def apply_query(request: Message, query_string: str, bound: list[list[str]]) -> 
 
 
 def parse_query(query_string: str) -> list[tuple[str, list[str]]]:
-    """Group query values by parameter in order; ``m[k]=v`` becomes ``("m", [k, v])``."""
+    """Group query values by parameter in order; ``m[k]=v`` becomes ``("m", [k, v])``.
+
+    Parameters whose only value is empty are dropped, as grpc-gateway drops them.
+
+    Raises:
+        RequestError: a ``;`` separator, an invalid ``%`` escape or invalid UTF-8.
+    """
+    if ";" in query_string:
+        raise RequestError("invalid semicolon separator in query")
+    if _BAD_ESCAPE.search(query_string):
+        raise RequestError("invalid URL escape in query")
     grouped: dict[str, list[str]] = {}
     try:
         pairs = parse_qsl(query_string, keep_blank_values=True, errors="strict")
@@ -217,22 +234,11 @@ def parse_query(query_string: str) -> list[tuple[str, list[str]]]:
         grouped.setdefault(key, []).append(value)
     result = []
     for key, values in grouped.items():
+        if values == [""]:
+            continue
         if key.endswith("]") and "[" in key:
             name, _, map_key = key[:-1].partition("[")
             result.append((name, [map_key, *values]))
         else:
             result.append((key, values))
     return result
-
-
-def _normalize(descriptor: Descriptor, names: list[str]) -> list[str]:
-    """Replace lowerCamel JSON names by proto names as far as the path resolves."""
-    normalized: list[str] = []
-    message: Descriptor | None = descriptor
-    for name in names:
-        field = field_by_name(message, name) if message is not None else None
-        if field is None:
-            return normalized + names[len(normalized) :]
-        normalized.append(field.name)
-        message = field.message_type
-    return normalized

@@ -236,57 +236,84 @@ class LookupStatus(Enum):
     METHOD_NOT_ALLOWED = "method not allowed"
 
 
+class RouteOrder(Enum):
+    """Precedence among templates that match the same path."""
+
+    REGISTRATION = "grpc-gateway"
+    """grpc-gateway v2: the route registered last is tried first. Its generated code
+    registers the bindings of each service in declaration order, so among overlapping
+    templates the one declared last wins."""
+    SPECIFICITY = "specificity"
+    """Envoy's transcoder: at the first segment where two templates differ, a literal beats
+    ``*`` and ``*`` beats ``**``; then a template with a verb wins; then the one declared
+    first."""
+
+
 @dataclass(frozen=True)
 class RouteMatch(Generic[T]):
-    """Result of ``Router.lookup``; ``route`` and ``params`` are set when FOUND."""
+    """Result of ``Router.lookup``; ``route`` and ``params`` are set when FOUND.
+
+    When the status is METHOD_NOT_ALLOWED and a GET route matches the path, ``get_route``
+    and ``params`` describe it, for grpc-gateway's POST-to-GET fallback.
+    """
 
     status: LookupStatus
     route: Route[T] | None = None
     params: dict[str, str] = field(default_factory=dict)
+    get_route: Route[T] | None = None
 
 
 class Router(Generic[T]):
-    """Find the route for a method and a decoded path.
+    """Find the route for a method and a decoded path, in the given ``RouteOrder``."""
 
-    Precedence: grpc-gateway v2 tries the most recently registered template first, so its
-    choice between overlapping templates depends on registration order. This router is
-    deterministic instead: at the first segment where two templates differ, a literal
-    beats ``*`` and ``*`` beats ``**``; then a template with a verb beats one without;
-    then the template declared first wins.
-    """
-
-    def __init__(self, routes: Iterable[Route[T]]) -> None:
+    def __init__(
+        self, routes: Iterable[Route[T]], order: RouteOrder = RouteOrder.REGISTRATION
+    ) -> None:
         indexed = list(enumerate(routes))
-        indexed.sort(key=lambda item: (item[1].template.specificity, item[0]))
+        if order is RouteOrder.REGISTRATION:
+            indexed.reverse()
+        else:
+            indexed.sort(key=lambda item: (item[1].template.specificity, item[0]))
         self._routes = [route for _, route in indexed]
+        self.order = order
 
     @property
     def routes(self) -> list[Route[T]]:
+        """The routes in the order they are tried."""
         return list(self._routes)
 
     def lookup(self, method: str, path: str) -> RouteMatch[T]:
-        """Match ``path`` (percent-decoded, starting with '/') for ``method``."""
+        """Match ``path`` (percent-decoded, starting with '/') for ``method``.
+
+        As grpc-gateway: when the last segment is exactly ``:<verb>`` of a template of this
+        method, the path is not found, whatever other templates would match it.
+        """
         if not path.startswith("/"):
             return RouteMatch(LookupStatus.NOT_FOUND)
         components = path[1:].split("/")
-        other_method_matched = False
+        other: RouteMatch[T] | None = None
         for route in self._routes:
+            same_method = route.method == method
+            if same_method and _bare_verb(route.template, components[-1]):
+                return RouteMatch(LookupStatus.NOT_FOUND)
             params = _match_route(route.template, components)
             if params is None:
                 continue
-            if route.method == method:
+            if same_method:
                 return RouteMatch(LookupStatus.FOUND, route, params)
-            other_method_matched = True
-        if other_method_matched:
-            return RouteMatch(LookupStatus.METHOD_NOT_ALLOWED)
-        return RouteMatch(LookupStatus.NOT_FOUND)
+            if other is None or (other.get_route is None and route.method == "GET"):
+                get_route = route if route.method == "GET" else None
+                other = RouteMatch(LookupStatus.METHOD_NOT_ALLOWED, None, params, get_route)
+        return other or RouteMatch(LookupStatus.NOT_FOUND)
+
+
+def _bare_verb(template: PathTemplate, last: str) -> bool:
+    return bool(template.verb) and last == ":" + template.verb
 
 
 def _match_route(template: PathTemplate, components: list[str]) -> dict[str, str] | None:
     last = components[-1]
     if template.verb and last.endswith(":" + template.verb):
         stem = last[: -len(template.verb) - 1]
-        if not stem:
-            return None
         return template.match([*components[:-1], stem], template.verb)
     return template.match(components, "")

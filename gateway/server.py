@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Generator
 
 import uvicorn
@@ -42,6 +43,10 @@ class GatewayServer(uvicorn.Server):
                 access_log=False,
                 lifespan="on",
                 timeout_graceful_shutdown=max(1, round(config.shutdown_grace_s)),
+                timeout_keep_alive=max(1, round(config.keep_alive_s)),
+                # Above this size h11 itself rejects the head with a plain-text 400; between
+                # max_header_bytes and this size the application returns 431 with JSON.
+                h11_max_incomplete_event_size=2 * config.max_header_bytes,
             )
         )
         self.gateway = app
@@ -50,7 +55,14 @@ class GatewayServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        """Install the draining signal handlers for the life of ``serve``."""
+        """Install the draining signal handlers for the life of ``serve``.
+
+        Only the main thread can receive signals; a server run in another thread (as in
+        tests) is stopped through ``request_shutdown`` or ``should_exit`` instead.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         loop = asyncio.get_running_loop()
         for sig in SHUTDOWN_SIGNALS:
             loop.add_signal_handler(sig, self.request_shutdown, sig)
@@ -101,5 +113,6 @@ async def serve(config: GatewayConfig, app: GatewayApp | None = None) -> None:
         config.upstream_grpc,
         config.max_concurrent_requests,
     )
+    gateway.log_routes()
     await server.serve()
     logger.info("%s stopped", config.replica)

@@ -101,6 +101,15 @@ class FakeTasks(task_pb2_grpc.TaskServiceServicer):
         self.calls.append(("CancelTask", request, {}))
         return task_pb2.Task(id=request.id, state=task_pb2.Task.CANCELLED)
 
+    async def RunTask(self, request, context):
+        self.calls.append(("RunTask", request, {}))
+        return task_pb2.Task(id="t2", type=request.task.type, state=task_pb2.Task.SUCCEEDED)
+
+    async def WatchTask(self, request, context):
+        self.calls.append(("WatchTask", request, {}))
+        for state in (task_pb2.Task.RUNNING, task_pb2.Task.SUCCEEDED):
+            yield task_pb2.Task(id=request.id, state=state)
+
 
 class FakeStatus(status_pb2_grpc.StatusServiceServicer):
     def __init__(self, calls: Recorded) -> None:
@@ -508,3 +517,27 @@ async def test_gateway_server_stream_error_first():
     assert response.status_code == 503
     assert len(lines) == 1
     assert lines[0]["error"]["code"] == 14
+
+
+async def test_gateway_request_id_sent_as_idempotency_key(gateway):
+    client, calls, _ = gateway
+
+    await client.patch("/shippings/s1?request_id=evt-9", json={"status": "handling"})
+    await client.get("/v1/shipments/s1")
+
+    _, request, metadata = calls[0]
+    assert request.request_id == "evt-9"
+    assert metadata["idempotency-key"] == "evt-9"
+    _, _, read_metadata = calls[1]
+    assert "idempotency-key" not in read_metadata
+
+
+async def test_gateway_non_ascii_request_id_reaches_service(gateway):
+    client, calls, _ = gateway
+
+    response = await client.patch("/shippings/s1?request_id=%23%C2%9E", json={"status": "handling"})
+
+    assert response.status_code == 200
+    _, request, metadata = calls[0]
+    assert request.request_id == "#\x9e"
+    assert "idempotency-key" not in metadata

@@ -9,6 +9,7 @@ from gateway.routes import (
     LookupStatus,
     PathTemplate,
     Route,
+    RouteOrder,
     Router,
     SegmentKind,
     TemplateError,
@@ -110,12 +111,42 @@ def test_match_verb_must_agree():
     assert template.match(["v1", "tasks", "t1"], "pause") is None
 
 
-def _router(*specs: tuple[str, str]) -> Router[str]:
-    return Router(Route(method, parse_template(path), path) for method, path in specs)
+def _router(*specs: tuple[str, str], order: RouteOrder = RouteOrder.REGISTRATION) -> Router[str]:
+    return Router((Route(method, parse_template(path), path) for method, path in specs), order)
+
+
+def test_router_last_registered_wins():
+    router = _router(("GET", "/v1/users/me"), ("GET", "/v1/users/{id}"))
+
+    match = router.lookup("GET", "/v1/users/me")
+
+    assert match.route is not None
+    assert match.route.target == "/v1/users/{id}"
+    assert match.params == {"id": "me"}
+
+
+def test_router_bare_verb_not_found():
+    router = _router(("POST", "/v1/{name=**}"), ("POST", "/v1/tasks:run"))
+
+    assert router.lookup("POST", "/v1/:run").status is LookupStatus.NOT_FOUND
+    assert router.lookup("POST", "/v1/x:run").route is not None
+
+
+def test_router_get_fallback_candidate():
+    router = _router(("GET", "/v1/items/{id}"), ("DELETE", "/v1/items/{id}"))
+
+    match = router.lookup("POST", "/v1/items/7")
+
+    assert match.status is LookupStatus.METHOD_NOT_ALLOWED
+    assert match.get_route is not None
+    assert match.get_route.method == "GET"
+    assert match.params == {"id": "7"}
 
 
 def test_router_literal_beats_variable():
-    router = _router(("GET", "/v1/users/{id}"), ("GET", "/v1/users/me"))
+    router = _router(
+        ("GET", "/v1/users/{id}"), ("GET", "/v1/users/me"), order=RouteOrder.SPECIFICITY
+    )
 
     match = router.lookup("GET", "/v1/users/me")
 
@@ -124,7 +155,7 @@ def test_router_literal_beats_variable():
 
 
 def test_router_variable_beats_deep_wildcard():
-    router = _router(("GET", "/v1/{rest=**}"), ("GET", "/v1/{id}"))
+    router = _router(("GET", "/v1/{id}"), ("GET", "/v1/{rest=**}"), order=RouteOrder.SPECIFICITY)
 
     match = router.lookup("GET", "/v1/x")
 
