@@ -127,13 +127,10 @@ def _wrap_unary(behavior: Behavior, method: str) -> Behavior:
     async def wrapper(request: Any, context: Context) -> Any:
         try:
             return await behavior(request, context)
-        except DomainError as error:
-            await context.abort_with_status(to_status(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            logger.exception("unexpected error in %s", method)
-            await context.abort_with_status(internal_status())
+        except Exception as error:
+            await _abort(error, context, method)
 
     return wrapper
 
@@ -143,15 +140,20 @@ def _wrap_stream(behavior: Callable[[Any, Context], AsyncIterator[Any]], method:
         try:
             async for response in behavior(request, context):
                 yield response
-        except DomainError as error:
-            await context.abort_with_status(to_status(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            logger.exception("unexpected error in %s", method)
-            await context.abort_with_status(internal_status())
+        except Exception as error:
+            await _abort(error, context, method)
 
     return wrapper
+
+
+async def _abort(error: Exception, context: Context, method: str) -> None:
+    """End the call with the error's status: the mapped one, or INTERNAL with a log line."""
+    if isinstance(error, DomainError):
+        await context.abort_with_status(to_status(error))
+    logger.error("unexpected error in %s", method, exc_info=error)
+    await context.abort_with_status(internal_status())
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):

@@ -39,9 +39,15 @@ class SlowApp:
             await asyncio.sleep(self.delay_s)
             return b"done"
 
-        handler = grpc.unary_unary_rpc_method_handler(wait)
+        async def crash(request: bytes, context: Any) -> bytes:
+            raise RuntimeError("secret detail")
+
+        handlers = {
+            "Wait": grpc.unary_unary_rpc_method_handler(wait),
+            "Crash": grpc.unary_unary_rpc_method_handler(crash),
+        }
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("test.Slow", {"Wait": handler}),)
+            (grpc.method_handlers_generic_handler("test.Slow", handlers),)
         )
 
     async def start(self) -> None:
@@ -95,6 +101,18 @@ async def test_stop_lets_slow_call_finish(slow_server: tuple[GrpcServer, SlowApp
         assert await call == b"done"
         await stopping
     assert app.closed
+
+
+async def test_unexpected_error_is_generic_internal(
+    slow_server: tuple[GrpcServer, SlowApp], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, _ = slow_server
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await channel.unary_unary("/test.Slow/Crash")(b"", timeout=5)
+    assert raised.value.code() == grpc.StatusCode.INTERNAL
+    assert raised.value.details() == "internal error"
+    assert "secret detail" in caplog.text
 
 
 async def test_excess_calls_resource_exhausted() -> None:
