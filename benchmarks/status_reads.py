@@ -5,11 +5,13 @@ Starts a private stack on free ports (the same code as ``envios up``), then:
 1. replays the Olist sample through the front Envoy while readers ask for the status of
    the replayed orders, and counts the source of each response (the
    ``Grpc-Metadata-X-Envios-Source`` header);
-2. reads a warm set of shipments through the whole path (front Envoy, gateway, Envoy,
-   StatusService, Redis) and, in the same run, directly from one StatusService replica
-   over gRPC, with the same request count and concurrency.
+2. reads one warm shipment through the whole path (HTTP/1.1 to the front Envoy,
+   gateway, Envoy, StatusService, Redis) and, in the same run, directly from one
+   StatusService replica over gRPC, both with h2load (Debian ``nghttp2-client``) at the
+   same request count and concurrency, two rounds each, alternating. h2load's per-request
+   log gives the percentiles.
 
-Run: ``.venv/bin/python benchmarks/status_reads.py`` (options: ``--help``). The client
+Run: ``.venv/bin/python benchmarks/status_reads.py`` (options: ``--help``). The load tool
 runs on the same machine as the stack, so its CPU use is part of every number.
 """
 
@@ -21,17 +23,16 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
 import httpx
-from envios.status.v1 import status_pb2, status_pb2_grpc
+from envios.status.v1 import status_pb2
 
 from ops.replay import ReplayOptions, replay_orders
 from ops.stack import Stack
@@ -76,30 +77,6 @@ def summarize(samples: list[float], errors: int, elapsed_s: float) -> Latency:
         p50_ms=round(statistics.median(ordered) * 1000, 3) if ordered else 0.0,
         p99_ms=round(p99 * 1000, 3),
     )
-
-
-async def drive(
-    call: Callable[[str], Awaitable[bool]], ids: list[str], requests: int, concurrency: int
-) -> Latency:
-    """Make ``requests`` calls with ``concurrency`` in flight; time each one."""
-    samples: list[float] = []
-    errors = 0
-    queue = [random.choice(ids) for _ in range(requests)]
-
-    async def worker() -> None:
-        nonlocal errors
-        while queue:
-            shipment_id = queue.pop()
-            began = time.perf_counter()
-            ok = await call(shipment_id)
-            if ok:
-                samples.append(time.perf_counter() - began)
-            else:
-                errors += 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return summarize(samples, errors, time.perf_counter() - started)
 
 
 async def read_during_replay(
@@ -148,37 +125,54 @@ async def replay_phase(
     return reads, summary.duration_s
 
 
+def h2load(arguments: list[str], requests: int, concurrency: int) -> Latency:
+    """Run h2load with one request in flight per connection and summarize its log."""
+    with tempfile.NamedTemporaryFile(suffix=".tsv") as log:
+        command = ["h2load", "-n", str(requests), "-c", str(concurrency), "-m", "1"]
+        started = time.monotonic()
+        subprocess.run(
+            [*command, f"--log-file={log.name}", *arguments],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        elapsed_s = time.monotonic() - started
+        rows = [line.split("\t") for line in Path(log.name).read_text().splitlines()]
+    samples = [int(row[2]) / 1_000_000 for row in rows if row[1] == "200"]
+    return summarize(samples, len(rows) - len(samples), elapsed_s)
+
+
+def grpc_body(shipment_id: str) -> bytes:
+    """Return a length-prefixed gRPC message of GetShipmentStatus, as on the wire."""
+    message = status_pb2.GetShipmentStatusRequest(shipment_id=shipment_id).SerializeToString()
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
 async def latency_phase(
-    stack: Stack, ids: list[str], requests: int, concurrency: int
+    stack: Stack, shipment_id: str, requests: int, concurrency: int
 ) -> dict[str, Latency]:
     replica = next(stack.topology.replicas("status"))
-    limits = httpx.Limits(max_connections=concurrency)
-    async with (
-        httpx.AsyncClient(base_url=stack.front_http_url, timeout=10, limits=limits) as client,
-        grpc.aio.insecure_channel(replica.address) as channel,
-    ):
-        stub = status_pb2_grpc.StatusServiceStub(channel)
-
-        async def full_path(shipment_id: str) -> bool:
-            response = await client.get(f"/api/status/shipments/{shipment_id}")
-            return response.status_code == 200
-
-        async def direct(shipment_id: str) -> bool:
-            request = status_pb2.GetShipmentStatusRequest(shipment_id=shipment_id)
-            try:
-                await stub.GetShipmentStatus(request, timeout=10)
-            except grpc.aio.AioRpcError:
-                return False
-            return True
-
-        for shipment_id in ids:
-            await full_path(shipment_id)
+    full_path = ["--h1", f"{stack.front_http_url}/api/status/shipments/{shipment_id}"]
+    with tempfile.NamedTemporaryFile(suffix=".bin") as body:
+        body.write(grpc_body(shipment_id))
+        body.flush()
+        direct = [
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-d",
+            body.name,
+            f"http://{replica.address}/envios.status.v1.StatusService/GetShipmentStatus",
+        ]
+        # Warm the cache and the connections, then alternate the two ways twice so that
+        # neither gets a quieter machine.
+        await asyncio.to_thread(h2load, full_path, 200, concurrency)
         results = {}
-        # Alternate the two ways twice so that neither gets a quieter machine.
         for round_number in range(2):
-            for name, call in (("full_path", full_path), ("direct_grpc", direct)):
+            for name, arguments in (("full_path", full_path), ("direct_grpc", direct)):
                 key = f"{name}_{round_number + 1}"
-                results[key] = await drive(call, ids, requests, concurrency)
+                results[key] = await asyncio.to_thread(h2load, arguments, requests, concurrency)
     return results
 
 
@@ -190,8 +184,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.to_thread(stack.up, 180.0)
         try:
             reads, replay_s = await replay_phase(stack, args.orders, args.shipments, args.readers)
-            ids = [order.order_id for order in load_orders(args.orders)[: args.warm]]
-            latency = await latency_phase(stack, ids, args.requests, args.concurrency)
+            shipment_id = load_orders(args.orders)[0].order_id
+            latency = await latency_phase(stack, shipment_id, args.requests, args.concurrency)
         finally:
             await asyncio.to_thread(stack.down)
     return {"replay_s": replay_s, "replay_reads": asdict(reads), "latency": latency}
@@ -207,7 +201,6 @@ def main() -> None:
     )
     parser.add_argument("--shipments", type=int, default=4000, help="orders to replay")
     parser.add_argument("--readers", type=int, default=8, help="status readers during replay")
-    parser.add_argument("--warm", type=int, default=500, help="shipments in the latency set")
     parser.add_argument("--requests", type=int, default=5000, help="reads per way and round")
     parser.add_argument("--concurrency", type=int, default=32, help="reads in flight")
     args = parser.parse_args()

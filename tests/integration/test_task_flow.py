@@ -684,3 +684,18 @@ async def test_dlq_cli_lists_and_requeues(
     await wait_for_state(task_stack, bad.id, task_pb2.Task.SUCCEEDED)
     assert await asyncio.to_thread(cli.main, [*options, "purge"]) == 0
     assert "purged 0 messages" in capsys.readouterr().out
+
+
+async def test_in_flight_metric_follows_task(task_stack: TaskStack) -> None:
+    await create_shipments(task_stack, "g1")
+    submitted = await task_stack.tasks.SubmitTask(
+        task_pb2.SubmitTaskRequest(task=transition(["g1"], "handling", work_ms=600))
+    )
+    await wait_for_state(task_stack, submitted.id, task_pb2.Task.RUNNING)
+    assert (REGISTRY.get_sample_value("envios_tasks_in_flight") or 0) >= 1
+    await wait_for_state(task_stack, submitted.id, task_pb2.Task.SUCCEEDED)
+
+    async def drained() -> bool:
+        return REGISTRY.get_sample_value("envios_tasks_in_flight") == 0
+
+    await eventually(drained)
