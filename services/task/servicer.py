@@ -173,6 +173,7 @@ def to_proto(task: TaskRecord) -> task_pb2.Task:
         progress_percent=task.progress_percent,
         create_time=from_us(task.create_time_us),
         worker=task.worker,
+        cancel_requested=task.cancel_requested,
     )
     message.work_duration.FromMilliseconds(round(task.input.work_s * 1000))
     for result in task.results:

@@ -198,7 +198,7 @@ async def test_submit_retry_returns_same_task(task_stack: TaskStack) -> None:
     assert again.id == first.id
 
 
-async def test_cancel_queued_task_never_runs(task_stack: TaskStack) -> None:
+async def test_cancel_running_task_stops(task_stack: TaskStack) -> None:
     await create_shipments(task_stack, "k1", "k2")
     slow = await task_stack.tasks.SubmitTask(
         task_pb2.SubmitTaskRequest(task=transition(["k1", "k2"], "handling", work_ms=400))
@@ -206,7 +206,9 @@ async def test_cancel_queued_task_never_runs(task_stack: TaskStack) -> None:
     await wait_for_state(task_stack, slow.id, task_pb2.Task.RUNNING)
     cancelled = await task_stack.tasks.CancelTask(task_pb2.CancelTaskRequest(id=slow.id))
     assert cancelled.state in (task_pb2.Task.RUNNING, task_pb2.Task.CANCELLED)
+    assert cancelled.cancel_requested
     done = await wait_for_state(task_stack, slow.id, task_pb2.Task.CANCELLED)
+    assert done.cancel_requested
     assert len(done.results) < 2
 
 

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65nvios/task/v1/task.proto\x12\x0e\x65nvios.task.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xde\x05\n\x04Task\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cshipment_ids\x18\x03 \x03(\t\x12\x15\n\rtarget_status\x18\x04 \x01(\t\x12\x18\n\x10target_substatus\x18\x05 \x01(\t\x12\x30\n\rwork_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x05state\x18\x07 \x01(\x0e\x32\x1a.envios.task.v1.Task.StateB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10progress_percent\x18\t \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x07results\x18\n \x03(\x0b\x32\x1e.envios.task.v1.ShipmentResultB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06worker\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x46\n\x12simulated_duration\x18\x10 \x01(\x0b\x32$.envios.task.v1.DurationDistributionB\x04\xe2\x41\x01\x04\"o\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\x0c\n\x08RETRYING\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\r\n\tCANCELLED\x10\x06\"\xf1\x01\n\x14\x44urationDistribution\x12*\n\x05\x66ixed\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x33\n\x07uniform\x18\x02 \x01(\x0b\x32 .envios.task.v1.UniformDurationsH\x00\x12\x38\n\nlog_normal\x18\x03 \x01(\x0b\x32\".envios.task.v1.LogNormalDurationsH\x00\x12.\n\x05trace\x18\x04 \x01(\x0b\x32\x1d.envios.task.v1.DurationTraceH\x00\x42\x0e\n\x0c\x64istribution\"b\n\x10UniformDurations\x12&\n\x03min\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03max\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x12LogNormalDurations\x12)\n\x06median\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05sigma\x18\x02 \x01(\x01\"=\n\rDurationTrace\x12,\n\tdurations\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration\"d\n\x0eShipmentResult\x12\x13\n\x0bshipment_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06status\x18\x03 \x01(\t\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"Q\n\x11SubmitTaskRequest\x12(\n\x04task\x18\x01 \x01(\x0b\x32\x14.envios.task.v1.TaskB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x0eGetTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"%\n\x11\x43\x61ncelTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"N\n\x0eRunTaskRequest\x12(\n\x04task\x18\x01 \x01(\x0b\x32\x14.envios.task.v1.TaskB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"$\n\x10WatchTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x92\x04\n\x0bTaskService\x12~\n\nSubmitTask\x12!.envios.task.v1.SubmitTaskRequest\x1a\x14.envios.task.v1.Task\"7\x82\xd3\xe4\x93\x02\x31\"\t/v1/tasks:\x04taskZ\x1e\"\x16/api/tarea-concurrente:\x04task\x12W\n\x07GetTask\x12\x1e.envios.task.v1.GetTaskRequest\x1a\x14.envios.task.v1.Task\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/tasks/{id}\x12g\n\nCancelTask\x12!.envios.task.v1.CancelTaskRequest\x1a\x14.envios.task.v1.Task\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/tasks/{id}:cancel:\x01*\x12\\\n\x07RunTask\x12\x1e.envios.task.v1.RunTaskRequest\x1a\x14.envios.task.v1.Task\"\x1b\x82\xd3\xe4\x93\x02\x15\"\r/v1/tasks:run:\x04task\x12\x63\n\tWatchTask\x12 .envios.task.v1.WatchTaskRequest\x1a\x14.envios.task.v1.Task\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/tasks/{id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65nvios/task/v1/task.proto\x12\x0e\x65nvios.task.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xfe\x05\n\x04Task\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cshipment_ids\x18\x03 \x03(\t\x12\x15\n\rtarget_status\x18\x04 \x01(\t\x12\x18\n\x10target_substatus\x18\x05 \x01(\t\x12\x30\n\rwork_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x05state\x18\x07 \x01(\x0e\x32\x1a.envios.task.v1.Task.StateB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10progress_percent\x18\t \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x07results\x18\n \x03(\x0b\x32\x1e.envios.task.v1.ShipmentResultB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x14\n\x06worker\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\x46\n\x12simulated_duration\x18\x10 \x01(\x0b\x32$.envios.task.v1.DurationDistributionB\x04\xe2\x41\x01\x04\x12\x1e\n\x10\x63\x61ncel_requested\x18\x11 \x01(\x08\x42\x04\xe2\x41\x01\x03\"o\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07RUNNING\x10\x02\x12\x0c\n\x08RETRYING\x10\x03\x12\r\n\tSUCCEEDED\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\r\n\tCANCELLED\x10\x06\"\xf1\x01\n\x14\x44urationDistribution\x12*\n\x05\x66ixed\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationH\x00\x12\x33\n\x07uniform\x18\x02 \x01(\x0b\x32 .envios.task.v1.UniformDurationsH\x00\x12\x38\n\nlog_normal\x18\x03 \x01(\x0b\x32\".envios.task.v1.LogNormalDurationsH\x00\x12.\n\x05trace\x18\x04 \x01(\x0b\x32\x1d.envios.task.v1.DurationTraceH\x00\x42\x0e\n\x0c\x64istribution\"b\n\x10UniformDurations\x12&\n\x03min\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x03max\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\x12LogNormalDurations\x12)\n\x06median\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05sigma\x18\x02 \x01(\x01\"=\n\rDurationTrace\x12,\n\tdurations\x18\x01 \x03(\x0b\x32\x19.google.protobuf.Duration\"d\n\x0eShipmentResult\x12\x13\n\x0bshipment_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x0e\n\x06status\x18\x03 \x01(\t\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.Status\"Q\n\x11SubmitTaskRequest\x12(\n\x04task\x18\x01 \x01(\x0b\x32\x14.envios.task.v1.TaskB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\"\n\x0eGetTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"%\n\x11\x43\x61ncelTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"N\n\x0eRunTaskRequest\x12(\n\x04task\x18\x01 \x01(\x0b\x32\x14.envios.task.v1.TaskB\x04\xe2\x41\x01\x02\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"$\n\x10WatchTaskRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\x92\x04\n\x0bTaskService\x12~\n\nSubmitTask\x12!.envios.task.v1.SubmitTaskRequest\x1a\x14.envios.task.v1.Task\"7\x82\xd3\xe4\x93\x02\x31\"\t/v1/tasks:\x04taskZ\x1e\"\x16/api/tarea-concurrente:\x04task\x12W\n\x07GetTask\x12\x1e.envios.task.v1.GetTaskRequest\x1a\x14.envios.task.v1.Task\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/tasks/{id}\x12g\n\nCancelTask\x12!.envios.task.v1.CancelTaskRequest\x1a\x14.envios.task.v1.Task\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/tasks/{id}:cancel:\x01*\x12\\\n\x07RunTask\x12\x1e.envios.task.v1.RunTaskRequest\x1a\x14.envios.task.v1.Task\"\x1b\x82\xd3\xe4\x93\x02\x15\"\r/v1/tasks:run:\x04task\x12\x63\n\tWatchTask\x12 .envios.task.v1.WatchTaskRequest\x1a\x14.envios.task.v1.Task\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/tasks/{id}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,6 +60,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK'].fields_by_name['worker']._serialized_options = b'\342A\001\003'
   _globals['_TASK'].fields_by_name['simulated_duration']._loaded_options = None
   _globals['_TASK'].fields_by_name['simulated_duration']._serialized_options = b'\342A\001\004'
+  _globals['_TASK'].fields_by_name['cancel_requested']._loaded_options = None
+  _globals['_TASK'].fields_by_name['cancel_requested']._serialized_options = b'\342A\001\003'
   _globals['_SUBMITTASKREQUEST'].fields_by_name['task']._loaded_options = None
   _globals['_SUBMITTASKREQUEST'].fields_by_name['task']._serialized_options = b'\342A\001\002'
   _globals['_GETTASKREQUEST'].fields_by_name['id']._loaded_options = None
@@ -81,29 +83,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSERVICE'].methods_by_name['WatchTask']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['WatchTask']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/tasks/{id}:watch'
   _globals['_TASK']._serialized_start=199
-  _globals['_TASK']._serialized_end=933
-  _globals['_TASK_STATE']._serialized_start=822
-  _globals['_TASK_STATE']._serialized_end=933
-  _globals['_DURATIONDISTRIBUTION']._serialized_start=936
-  _globals['_DURATIONDISTRIBUTION']._serialized_end=1177
-  _globals['_UNIFORMDURATIONS']._serialized_start=1179
-  _globals['_UNIFORMDURATIONS']._serialized_end=1277
-  _globals['_LOGNORMALDURATIONS']._serialized_start=1279
-  _globals['_LOGNORMALDURATIONS']._serialized_end=1357
-  _globals['_DURATIONTRACE']._serialized_start=1359
-  _globals['_DURATIONTRACE']._serialized_end=1420
-  _globals['_SHIPMENTRESULT']._serialized_start=1422
-  _globals['_SHIPMENTRESULT']._serialized_end=1522
-  _globals['_SUBMITTASKREQUEST']._serialized_start=1524
-  _globals['_SUBMITTASKREQUEST']._serialized_end=1605
-  _globals['_GETTASKREQUEST']._serialized_start=1607
-  _globals['_GETTASKREQUEST']._serialized_end=1641
-  _globals['_CANCELTASKREQUEST']._serialized_start=1643
-  _globals['_CANCELTASKREQUEST']._serialized_end=1680
-  _globals['_RUNTASKREQUEST']._serialized_start=1682
-  _globals['_RUNTASKREQUEST']._serialized_end=1760
-  _globals['_WATCHTASKREQUEST']._serialized_start=1762
-  _globals['_WATCHTASKREQUEST']._serialized_end=1798
-  _globals['_TASKSERVICE']._serialized_start=1801
-  _globals['_TASKSERVICE']._serialized_end=2331
+  _globals['_TASK']._serialized_end=965
+  _globals['_TASK_STATE']._serialized_start=854
+  _globals['_TASK_STATE']._serialized_end=965
+  _globals['_DURATIONDISTRIBUTION']._serialized_start=968
+  _globals['_DURATIONDISTRIBUTION']._serialized_end=1209
+  _globals['_UNIFORMDURATIONS']._serialized_start=1211
+  _globals['_UNIFORMDURATIONS']._serialized_end=1309
+  _globals['_LOGNORMALDURATIONS']._serialized_start=1311
+  _globals['_LOGNORMALDURATIONS']._serialized_end=1389
+  _globals['_DURATIONTRACE']._serialized_start=1391
+  _globals['_DURATIONTRACE']._serialized_end=1452
+  _globals['_SHIPMENTRESULT']._serialized_start=1454
+  _globals['_SHIPMENTRESULT']._serialized_end=1554
+  _globals['_SUBMITTASKREQUEST']._serialized_start=1556
+  _globals['_SUBMITTASKREQUEST']._serialized_end=1637
+  _globals['_GETTASKREQUEST']._serialized_start=1639
+  _globals['_GETTASKREQUEST']._serialized_end=1673
+  _globals['_CANCELTASKREQUEST']._serialized_start=1675
+  _globals['_CANCELTASKREQUEST']._serialized_end=1712
+  _globals['_RUNTASKREQUEST']._serialized_start=1714
+  _globals['_RUNTASKREQUEST']._serialized_end=1792
+  _globals['_WATCHTASKREQUEST']._serialized_start=1794
+  _globals['_WATCHTASKREQUEST']._serialized_end=1830
+  _globals['_TASKSERVICE']._serialized_start=1833
+  _globals['_TASKSERVICE']._serialized_end=2363
 # @@protoc_insertion_point(module_scope)

@@ -15,7 +15,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Task(_message.Message):
-    __slots__ = ("id", "type", "shipment_ids", "target_status", "target_substatus", "work_duration", "state", "attempts", "progress_percent", "results", "error", "create_time", "start_time", "end_time", "worker", "simulated_duration")
+    __slots__ = ("id", "type", "shipment_ids", "target_status", "target_substatus", "work_duration", "state", "attempts", "progress_percent", "results", "error", "create_time", "start_time", "end_time", "worker", "simulated_duration", "cancel_requested")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Task.State]
@@ -48,6 +48,7 @@ class Task(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_DURATION_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     id: str
     type: str
     shipment_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -64,7 +65,8 @@ class Task(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     worker: str
     simulated_duration: DurationDistribution
-    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., shipment_ids: _Optional[_Iterable[str]] = ..., target_status: _Optional[str] = ..., target_substatus: _Optional[str] = ..., work_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., state: _Optional[_Union[Task.State, str]] = ..., attempts: _Optional[int] = ..., progress_percent: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ShipmentResult, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker: _Optional[str] = ..., simulated_duration: _Optional[_Union[DurationDistribution, _Mapping]] = ...) -> None: ...
+    cancel_requested: bool
+    def __init__(self, id: _Optional[str] = ..., type: _Optional[str] = ..., shipment_ids: _Optional[_Iterable[str]] = ..., target_status: _Optional[str] = ..., target_substatus: _Optional[str] = ..., work_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., state: _Optional[_Union[Task.State, str]] = ..., attempts: _Optional[int] = ..., progress_percent: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ShipmentResult, _Mapping]]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., worker: _Optional[str] = ..., simulated_duration: _Optional[_Union[DurationDistribution, _Mapping]] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
 
 class DurationDistribution(_message.Message):
     __slots__ = ("fixed", "uniform", "log_normal", "trace")
