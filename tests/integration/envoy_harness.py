@@ -69,24 +69,17 @@ class Backend:
         return self.replica.name.encode()
 
 
-class EnvoyProcess:
-    """A real Envoy started with ``envoy_config.envoy_command`` on a rendered topology."""
+class EnvoyRunner:
+    """A real Envoy process on a config file, stopped by its PID."""
 
-    def __init__(
-        self, topology: Topology, directory: Path, runtime_root: Path | None = None
-    ) -> None:
-        self.topology = topology
-        self.runtime_root = runtime_root
-        self.config_path = directory / "envoy.yaml"
-        self.log_path = directory / "envoy.log"
-        self.admin_url = f"http://{HOST}:{topology.admin_port}"
+    def __init__(self, config_path: Path, log_path: Path, admin_url: str) -> None:
+        self.config_path = config_path
+        self.log_path = log_path
+        self.admin_url = admin_url
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        config = envoy_config.render(
-            self.topology, access_log=False, runtime_root=self.runtime_root
-        )
-        self.config_path.write_text(envoy_config.to_yaml(config))
+    def launch(self) -> None:
+        """Start Envoy on ``config_path`` with its output in ``log_path``."""
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 envoy_config.envoy_command(self.config_path, log_level="warning"),
@@ -110,6 +103,7 @@ class EnvoyProcess:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     async def ready(self) -> bool:
+        """Return whether admin ``/ready`` is 200; raise when Envoy has exited."""
         if self._process is not None and self._process.poll() is not None:
             raise RuntimeError(f"envoy exited with {self._process.returncode}:\n{self.log_tail()}")
         try:
@@ -118,6 +112,28 @@ class EnvoyProcess:
         except httpx.TransportError:
             return False
         return response.status_code == 200
+
+
+class EnvoyProcess(EnvoyRunner):
+    """A real Envoy started with ``envoy_config.envoy_command`` on a rendered topology."""
+
+    def __init__(
+        self, topology: Topology, directory: Path, runtime_root: Path | None = None
+    ) -> None:
+        super().__init__(
+            directory / "envoy.yaml",
+            directory / "envoy.log",
+            f"http://{HOST}:{topology.admin_port}",
+        )
+        self.topology = topology
+        self.runtime_root = runtime_root
+
+    def start(self) -> None:
+        config = envoy_config.render(
+            self.topology, access_log=False, runtime_root=self.runtime_root
+        )
+        self.config_path.write_text(envoy_config.to_yaml(config))
+        self.launch()
 
     async def host_health(self, cluster: str) -> dict[int, bool]:
         """Return ``{port: healthy}`` for every host of ``cluster`` from admin ``/clusters``."""

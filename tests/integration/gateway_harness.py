@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import yaml
 from google.protobuf import any_pb2, message_factory, struct_pb2
 from google.protobuf.descriptor import MethodDescriptor
@@ -33,9 +31,9 @@ from grpc_status import rpc_status
 from grpc_tools import protoc
 
 from gateway.descriptors import DescriptorSource, read_descriptor_set
-from ops import envoy_config
 from ops.codegen import googleapis_root
 from ops.topology import HOST, free_ports
+from tests.integration.envoy_harness import EnvoyRunner
 
 TEST_PROTOS = Path(__file__).resolve().parent.parent / "protos"
 TEST_PROTO = "facadetest/v1/facade.proto"
@@ -306,51 +304,22 @@ def _backend_cluster(host: str, port: int) -> dict[str, Any]:
     }
 
 
-class TranscoderEnvoy:
+class TranscoderEnvoy(EnvoyRunner):
     """A real Envoy running ``transcoder_config``; ``url`` is its HTTP listener."""
 
     def __init__(self, descriptor_set: Path, backend: str, directory: Path) -> None:
         self.listen_port, self.admin_port = free_ports(2)
+        super().__init__(
+            directory / "transcoder.yaml",
+            directory / "transcoder.log",
+            f"http://{HOST}:{self.admin_port}",
+        )
         self.url = f"http://{HOST}:{self.listen_port}"
-        self.admin_url = f"http://{HOST}:{self.admin_port}"
-        self.config_path = directory / "transcoder.yaml"
-        self.log_path = directory / "transcoder.log"
         config = transcoder_config(descriptor_set, backend, self.listen_port, self.admin_port)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                envoy_config.envoy_command(self.config_path, log_level="warning"),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.launch()
 
     async def wait_ready(self, timeout_s: float = 20.0) -> None:
-        await wait_for(self._ready, timeout_s, "the transcoding Envoy to become ready")
-
-    async def _ready(self) -> bool:
-        if self._process is not None and self._process.poll() is not None:
-            raise RuntimeError(f"envoy exited with {self._process.returncode}:\n{self.log_tail()}")
-        try:
-            async with httpx.AsyncClient() as client:
-                response = await client.get(f"{self.admin_url}/ready", timeout=1.0)
-        except httpx.TransportError:
-            return False
-        return response.status_code == 200
-
-    def stop(self) -> None:
-        """Terminate Envoy by its PID and wait for it to exit."""
-        if self._process is None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(timeout=10)
-        self._process = None
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+        await wait_for(self.ready, timeout_s, "the transcoding Envoy to become ready")
