@@ -301,7 +301,7 @@ def _body_too_large(limit: int) -> GatewayError:
 
 
 IDEMPOTENCY_KEY = "idempotency-key"
-"""gRPC metadata that tells Envoy a write carries an idempotency key, so it may be retried
+"""gRPC metadata that marks a write as carrying an idempotency key, so it may be retried
 on another host or site (see ``ops/envoy_config.py``)."""
 
 

@@ -56,7 +56,7 @@ class LoadConfig:
     max_in_flight: int = 2000
     """Requests running at once; a request that would exceed it fails at once (``shed``)."""
     max_duration_s: float = 600.0
-    """Hard bound on the load's length, even when nobody stops it."""
+    """Maximum length of the load in seconds, even when no caller stops it."""
 
 
 @dataclass(frozen=True)
@@ -278,7 +278,7 @@ class WriteCheck:
     missing: list[str] = field(default_factory=list)
     """Accepted creates that cannot be read back."""
     duplicated: list[str] = field(default_factory=list)
-    """Shipments whose history holds an accepted write more than once."""
+    """Shipments whose history contains an accepted write more than once."""
     unapplied: list[str] = field(default_factory=list)
     """Accepted transitions that are not in the history."""
 

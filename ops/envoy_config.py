@@ -106,7 +106,7 @@ other site when the first one has no healthy host.
 """
 
 RUNTIME_DISK_SUBDIRECTORY = "envoy"
-"""Directory below the disk layer's symlink that holds the runtime files."""
+"""Directory below the disk layer's symlink that contains the runtime files."""
 
 SECONDARY_FIRST_SUFFIX = "_secondary_first"
 """Suffix of the aggregate cluster that lists a service's secondary site first."""
@@ -141,9 +141,9 @@ LOCAL_REPLY_GRPC_CODES = {
 GRPC_LB_POLICIES = {"task": "LEAST_REQUEST"}
 """Load balancing policy of each service's site clusters, ROUND_ROBIN when absent."""
 # NOTE: LEAST_REQUEST samples 2 hosts with replacement, so with 2 hosts per site half of
-# its picks are random. benchmarks/run_task_balancing.py measured its RunTask slot waits
-# at 0.82 to 1.19 times round robin's; the least_request extension with FULL_SCAN had the
-# lowest mean wait and is the candidate to replace it.
+# its picks are random. benchmarks/run_task_balancing.py measured round robin's RunTask
+# slot waits at 0.82 to 1.19 times its own. The least_request extension with FULL_SCAN had
+# the lowest mean wait, so it is the candidate to replace it.
 
 _TYPE = "type.googleapis.com/envoy."
 HCM_TYPE = _TYPE + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"

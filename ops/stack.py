@@ -220,7 +220,7 @@ class Stack:
         return programs
 
     def _projector_programs(self) -> list[Program]:
-        """One status projector per site; the event queue lets one consume at a time."""
+        """Return one status projector per site; the event queue lets one consume at a time."""
         command = (sys.executable, "-m", "services.projector")
         programs = []
         for site in self.topology.sites:

@@ -52,7 +52,7 @@ return 0
 
 
 class CacheUnavailable(Exception):
-    """Redis did not answer in time or refused the connection."""
+    """Raised when Redis timed out or refused the connection."""
 
 
 class StatusCache:

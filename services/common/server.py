@@ -36,7 +36,7 @@ API_SERVICES = tuple(
     for service in module.DESCRIPTOR.services_by_name.values()
 )
 """Every envios service. Each replica's reflection lists all of them, because clients
-reflect through Envoy's gRPC listener, which serves all of them; a call to a replica for a
+reflect through Envoy's gRPC listener, which serves all of them. A call to a replica for a
 service it does not implement fails with UNIMPLEMENTED."""
 
 
@@ -50,7 +50,7 @@ class ServiceApp(Protocol):
         """Add the servicer to the server."""
 
     async def start(self) -> None:
-        """Connect dependencies; return once the service can answer calls."""
+        """Connect dependencies; return once the service can serve calls."""
 
     async def close(self) -> None:
         """Release clients and background tasks; called once, after the server stopped."""

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 class Outcome(enum.Enum):
-    """What handling one event did; the value is the metric label."""
+    """Result of handling one event; the value is the metric label."""
 
     APPLIED = "applied"
     CURRENT = "current"
@@ -53,7 +53,7 @@ class TransitionEvent:
     version: int
     """Shipment version after the transition (unchanged for an event recorded late)."""
     record_time_us: int
-    """When the transition was committed, or 0 when the body does not say."""
+    """When the transition was committed, or 0 when the body has no commit time."""
 
 
 class ShipmentQueries(Protocol):

@@ -11,8 +11,8 @@ Substatus is an open set of strings and may change freely within a status.
 Events can arrive late. An event that names an earlier status (or the current one) and
 is older than the time the shipment entered its current status is recorded in the
 history without being applied. A forward transition is applied even when its timestamp
-is older: source systems' clocks disagree, and the state machine order is the order in
-which things really happened; the history marks such an event ``late``.
+is older, because source systems' clocks disagree and the state machine order is the
+order in which things really happened. The history marks such an event ``late``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """Shipment ids and request ids: 1 to 64 letters, digits, ``.``, ``_`` or ``-``."""
 
 MAX_TEXT = 64
-"""Longest substatus or tracking number, in characters."""
+"""Maximum length of a substatus or tracking number, in characters."""
 
 
 def earlier_statuses(status: str) -> set[str]:
@@ -102,7 +102,7 @@ class Change:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an update does: the new state (``None`` when nothing changes) and the event."""
+    """Effect of an update: the new state (``None`` when nothing changes) and the event."""
 
     state: ShipmentState | None
     from_status: str

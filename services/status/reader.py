@@ -42,7 +42,7 @@ MISSING_FIELD = "missing"
 
 
 class Source(enum.Enum):
-    """Where a status was read from; the value is sent in the ``x-envios-source`` header."""
+    """Source a status was read from; the value is sent in the ``x-envios-source`` header."""
 
     CACHE = "cache"
     DATABASE = "database"

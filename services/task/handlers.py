@@ -38,7 +38,7 @@ BULK_CONCURRENCY = 8
 """Shipments a ``bulk_transition`` task processes at once."""
 
 SIMULATE_STEP_S = 1.0
-"""Longest wait between two progress reports of a ``simulate`` task, in seconds."""
+"""Maximum wait between two progress reports of a ``simulate`` task, in seconds."""
 
 
 class RetryLater(Exception):
@@ -53,12 +53,12 @@ class Progress:
 
 
 Step = StepResult | Progress
-"""What a handler yields: a shipment's result, or progress without a result."""
+"""Item a handler yields: a shipment's result, or progress without a result."""
 
 
 @dataclass(frozen=True)
 class HandlerContext:
-    """What a handler may use while it runs."""
+    """Clients and callbacks a handler uses while it runs."""
 
     shipments: Any
     """ShipmentService stub."""
