@@ -252,6 +252,7 @@ class Stack:
         return {
             PREFIX + "SITE": site,
             PREFIX + "REPLICA": replica,
+            PREFIX + "METRICS_ADDRESS": self.topology.metrics_endpoint(replica).address,
             PREFIX + "DATABASE_URL": self.database_url,
             PREFIX + "UPSTREAM_GRPC": self.grpc_target,
             PREFIX + "LOG_LEVEL": self.environ.get(PREFIX + "LOG_LEVEL", "INFO"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import tomllib
 from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ class Replica:
     def name(self) -> str:
         """Process name, for example ``shipment-primary-1``."""
         return f"{self.service}-{self.site}-{self.index}"
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """The Prometheus ``/metrics`` endpoint of one application process."""
+
+    name: str
+    """Process name, for example ``gateway-1``, ``status-primary-2`` or ``worker-secondary-1``."""
+    job: str
+    """Scrape job: ``gateway``, a short service name, ``worker`` or ``projector``."""
+    site: str
+    """Site of the process; empty for gateways, which serve both sites."""
+    port: int
+    """TCP port on ``HOST`` where the process serves ``/metrics``."""
 
     @property
     def address(self) -> str:
@@ -100,6 +119,8 @@ class Topology:
     """AMQP port of the project-run RabbitMQ node."""
     amqp_dist_port: int = 25673
     """Erlang distribution port of the project-run RabbitMQ node."""
+    metrics_base_port: int = 9400
+    """First ``/metrics`` port; application processes take consecutive ports from here."""
 
     @property
     def primary(self) -> Site:
@@ -115,10 +136,47 @@ class Topology:
             for name in SERVICES if service is None else (service,):
                 yield from site.replicas(name)
 
+    def metrics_endpoints(self) -> list[MetricsEndpoint]:
+        """Return the ``/metrics`` endpoint of every application process, in a fixed order.
+
+        Gateways come first, then each site's service replicas, task workers and status
+        projector; ports count up from ``metrics_base_port`` in that order.
+        """
+        names = [
+            (f"gateway-{index}", "gateway", "") for index in range(1, len(self.gateway_ports) + 1)
+        ]
+        for site in self.sites:
+            names += [
+                (replica.name, replica.service, site.name)
+                for replica in self.replicas()
+                if replica.site == site.name
+            ]
+            names += [
+                (f"worker-{site.name}-{index}", "worker", site.name)
+                for index in range(1, site.workers + 1)
+            ]
+            names.append((f"projector-{site.name}", "projector", site.name))
+        return [
+            MetricsEndpoint(name, job, site, self.metrics_base_port + offset)
+            for offset, (name, job, site) in enumerate(names)
+        ]
+
+    def metrics_endpoint(self, name: str) -> MetricsEndpoint:
+        """Return the ``/metrics`` endpoint of the process ``name``.
+
+        Raises:
+            KeyError: when no application process has that name.
+        """
+        for endpoint in self.metrics_endpoints():
+            if endpoint.name == name:
+                return endpoint
+        raise KeyError(name)
+
     def all_ports(self) -> list[int]:
         ports = [self.front_port, self.grpc_port, self.admin_port, *self.gateway_ports]
         ports += [replica.port for replica in self.replicas()]
-        return [*ports, self.redis_port, self.amqp_port, self.amqp_dist_port]
+        ports += [self.redis_port, self.amqp_port, self.amqp_dist_port]
+        return ports + [endpoint.port for endpoint in self.metrics_endpoints()]
 
     def with_free_ports(self) -> Topology:
         """Return the same layout on ports that the kernel reports free right now.
@@ -143,7 +201,13 @@ class Topology:
             redis_port=next(ports),
             amqp_port=next(ports),
             amqp_dist_port=next(ports),
-        )
+        )._with_free_metrics_ports()
+
+    def _with_free_metrics_ports(self) -> Topology:
+        """Move ``metrics_base_port`` to the start of a free run of consecutive ports."""
+        count = len(self.metrics_endpoints())
+        taken = set(self.all_ports()[:-count])
+        return replace(self, metrics_base_port=free_port_run(count, exclude=taken))
 
 
 def free_ports(count: int) -> list[int]:
@@ -155,6 +219,37 @@ def free_ports(count: int) -> list[int]:
             sock.bind((HOST, 0))
             sockets.append(sock)
         return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def free_port_run(count: int, exclude: AbstractSet[int] = frozenset(), attempts: int = 50) -> int:
+    """Return the first of ``count`` consecutive TCP ports on ``HOST`` that are free now.
+
+    No port of the run is in ``exclude``.
+
+    Raises:
+        OSError: when no such run was found in ``attempts`` tries.
+    """
+    for _ in range(attempts):
+        start = free_ports(1)[0]
+        run = range(start, start + count)
+        if start + count <= 65535 and exclude.isdisjoint(run) and _all_free(run):
+            return start
+    raise OSError(f"no run of {count} free consecutive ports found on {HOST}")
+
+
+def _all_free(ports: range) -> bool:
+    sockets = []
+    try:
+        for port in ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((HOST, port))
+        return True
+    except OSError:
+        return False
     finally:
         for sock in sockets:
             sock.close()
@@ -177,6 +272,7 @@ def parse_topology(data: Mapping[str, Any]) -> Topology:
     gateway = data.get("gateway", {})
     services = data.get("services", {})
     stores = data.get("data", {})
+    metrics = data.get("metrics", {})
     sites = tuple(_parse_site(entry, errors) for entry in data.get("sites", []))
     topology = Topology(
         front_port=envoy.get("front_port", 8080),
@@ -190,6 +286,7 @@ def parse_topology(data: Mapping[str, Any]) -> Topology:
         redis_port=stores.get("redis_port", 6390),
         amqp_port=stores.get("amqp_port", 5673),
         amqp_dist_port=stores.get("amqp_dist_port", 25673),
+        metrics_base_port=metrics.get("base_port", 9400),
     )
     errors += _check(topology)
     if errors:

@@ -1,0 +1,18 @@
+
+
+def test_metrics_endpoints_cover_every_application_process() -> None:
+    topology = load_topology()
+    endpoints = topology.metrics_endpoints()
+    names = [endpoint.name for endpoint in endpoints]
+    assert names[:2] == ["gateway-1", "gateway-2"]
+    assert {"status-secondary-2", "worker-primary-1", "projector-secondary"} <= set(names)
+    assert len(set(names)) == len(names) == 18
+    ports = [endpoint.port for endpoint in endpoints]
+    assert ports == list(range(topology.metrics_base_port, topology.metrics_base_port + 18))
+
+
+def test_metrics_endpoints_move_with_free_ports() -> None:
+    topology = load_topology().with_free_ports()
+    ports = topology.all_ports()
+    assert len(set(ports)) == len(ports)
+    assert topology.metrics_endpoint("gateway-1").port == topology.metrics_base_port
