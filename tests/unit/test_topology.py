@@ -1,3 +1,8 @@
+"""Unit tests of the topology description: ports of every process."""
+
+from __future__ import annotations
+
+from ops.topology import load_topology
 
 
 def test_metrics_endpoints_cover_every_application_process() -> None:
