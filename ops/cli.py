@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         "binaries are missing (as root; otherwise print the sudo command). Servers given by "
         "REDIS_URL / AMQP_URL need no package. Starts nothing.",
     )
+    provision.add_argument(
+        "--test-tools",
+        action="store_true",
+        help="also install what the test suite runs: chromium, chromium-driver, prometheus, "
+        "prometheus-blackbox-exporter",
+    )
     provision.set_defaults(handler=_provision)
     replay_parser = commands.add_parser(
         "replay",
@@ -232,7 +238,7 @@ def format_status(report: dict[str, Any]) -> str:
 
 
 def _provision(args: argparse.Namespace) -> int:
-    installed = ensure_packages(os.environ)
+    installed = ensure_packages(os.environ, test_tools=args.test_tools)
     if installed:
         print(f"installed Debian packages: {' '.join(installed)}")
     found = {

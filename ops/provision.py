@@ -130,19 +130,36 @@ def rabbitmq_server_binary() -> str | None:
     return find_binary("rabbitmq-server")
 
 
-def missing_packages(environ: Mapping[str, str]) -> list[str]:
-    """Return the Debian packages whose binaries the stack needs but cannot find."""
+TEST_TOOLS = {
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-blackbox-exporter": "prometheus-blackbox-exporter",
+}
+"""Binaries the test suite runs besides the stack, and the Debian package of each."""
+
+
+def missing_packages(environ: Mapping[str, str], *, test_tools: bool = False) -> list[str]:
+    """Return the Debian packages whose binaries the stack needs but cannot find.
+
+    With ``test_tools``, the packages of ``TEST_TOOLS`` count too.
+    """
     missing = []
+    if test_tools:
+        missing += [pkg for binary, pkg in TEST_TOOLS.items() if not find_binary(binary, environ)]
     if not environ.get("REDIS_URL") and find_binary("redis-server", environ) is None:
         missing.append("redis-server")
     rabbitmq_found = rabbitmq_server_binary() is not None and find_binary("epmd", environ)
     if not environ.get("AMQP_URL") and not rabbitmq_found:
         missing.append("rabbitmq-server")
-    return missing
+    return sorted(set(missing))
 
 
-def ensure_packages(environ: Mapping[str, str]) -> list[str]:
+def ensure_packages(environ: Mapping[str, str], *, test_tools: bool = False) -> list[str]:
     """Install the missing ``redis-server`` / ``rabbitmq-server`` Debian packages.
+
+    With ``test_tools``, also the packages of ``TEST_TOOLS`` (browser, Prometheus).
 
     Only packages for servers the stack runs itself count: ``REDIS_URL`` or ``AMQP_URL``
     in ``environ`` makes the matching package unnecessary. As root, runs ``apt-get update``
@@ -156,7 +173,7 @@ def ensure_packages(environ: Mapping[str, str]) -> list[str]:
         ProvisionError: when a package is missing and the process is not root (the message
             contains the ``sudo apt-get install`` command), or when installing fails.
     """
-    missing = missing_packages(environ)
+    missing = missing_packages(environ, test_tools=test_tools)
     if not missing:
         return []
     if os.geteuid() != 0:
@@ -171,7 +188,7 @@ def ensure_packages(environ: Mapping[str, str]) -> list[str]:
         )
     _apt_get(["update"])
     _apt_get(["install", "-y", "--no-install-recommends", *missing])
-    still_missing = missing_packages(environ)
+    still_missing = missing_packages(environ, test_tools=test_tools)
     if still_missing:
         raise ProvisionError(f"apt-get installed {missing} but {still_missing} are still missing")
     _report_system_daemons(missing)
