@@ -39,12 +39,12 @@ import httpx
 from envios.task.v1 import task_pb2, task_pb2_grpc
 from google.protobuf import duration_pb2
 
-from ops import envoy_config
+from ops import envoy_clusters, envoy_config
 from ops.stack import Stack
 from ops.topology import load_topology
 
 TASK_SERVICE = "task"
-DEFAULT_POLICY = envoy_config.GRPC_LB_POLICIES[TASK_SERVICE]
+DEFAULT_POLICY = envoy_clusters.GRPC_LB_POLICIES[TASK_SERVICE]
 FULL_SCAN = "LEAST_REQUEST_FULL_SCAN"
 FULL_SCAN_LB = {
     "name": "envoy.load_balancing_policies.least_request",
@@ -173,7 +173,7 @@ async def replay(target: str, trace: list[TraceCall], deadline_s: float) -> list
 
 def task_site_clusters(stack: Stack) -> set[str]:
     sites = stack.topology.sites
-    return {envoy_config.site_cluster_name(TASK_SERVICE, site.name) for site in sites}
+    return {envoy_clusters.site_cluster_name(TASK_SERVICE, site.name) for site in sites}
 
 
 def set_policy(cluster: dict[str, Any], policy: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from ops import drill_report, traffic
 from ops.drill_load import DrillLoad, LoadConfig, verify_writes
 from ops.drill_report import DrillEvents, DrillSummary, SiteSample
-from ops.envoy_config import site_cluster_name
+from ops.envoy_clusters import site_cluster_name
 from ops.stack import Stack, StackError
 from ops.topology import SERVICES
 

@@ -24,7 +24,7 @@ import httpx
 from envios.shipment.v1 import shipment_pb2, shipment_pb2_grpc
 from envios.status.v1 import status_pb2, status_pb2_grpc
 
-from ops.envoy_config import IDEMPOTENCY_HEADER
+from ops.envoy_policy import IDEMPOTENCY_HEADER
 from ops.health import GRPC_CHANNEL_OPTIONS
 
 logger = logging.getLogger(__name__)

@@ -24,25 +24,17 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ops.topology import (
-    DEFAULT_TOPOLOGY_PATH,
-    GRPC_SERVICE_NAMES,
-    HOST,
-    SERVICES,
-    Site,
-    Topology,
-    load_topology,
-)
+from ops.envoy_clusters import gateway_cluster, service_clusters
+from ops.envoy_listeners import front_listener, grpc_listener
+from ops.envoy_policy import DEFAULT_TUNING, TRAFFIC_RUNTIME_KEY, EnvoyTuning, Json, address
+from ops.topology import DEFAULT_TOPOLOGY_PATH, SERVICES, Topology, load_topology
 
 logger = logging.getLogger(__name__)
-
-Json = dict[str, Any]
 
 DEFAULT_OUTPUT_PATH = DEFAULT_TOPOLOGY_PATH.parent / "envoy.yaml"
 
@@ -51,133 +43,13 @@ GENERATED_HEADER = (
     "# A unit test fails when this file differs from the rendering of the topology.\n"
 )
 
-READ_METHOD_PREFIXES = ("Get", "List", "BatchGet")
-"""Method name prefixes of read methods (AIP standard methods), which are safe to repeat.
-
-Every method of a service in ``READ_ONLY_SERVICES`` is a read as well. A new method whose
-name starts with one of these prefixes must not change state.
-"""
-
-READ_ONLY_SERVICES = ("status",)
-"""Services whose every method is a read."""
-
-LONG_RUNNING_METHODS = {"task": ("RunTask", "WatchTask")}
-"""Methods per service that may run longer than a per-try timeout (tasks take 1 to 5 s or
-more), so they get no per-try timeout and only the retries of calls that never reached a
-server, even with an idempotency key."""
-
-REFLECTION_SERVICES = (
-    "grpc.reflection.v1.ServerReflection",
-    "grpc.reflection.v1alpha.ServerReflection",
+CONNECTIONS_MONITOR_TYPE = (
+    "type.googleapis.com/envoy."
+    "extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
-"""Server reflection services, routed to the ``REFLECTION_TARGET`` service."""
-
-REFLECTION_TARGET = "shipment"
-
-UNSENT_RETRY_ON = ("connect-failure", "refused-stream", "reset-before-request")
-"""Retry conditions under which the request never reached a server: safe for every call."""
-
-READ_RETRY_ON = (*UNSENT_RETRY_ON, "unavailable", "cancelled", "reset")
-"""Retry conditions for reads: a server may have seen the request, which a read tolerates.
-
-Envoy sees ``unavailable`` and ``cancelled`` only in Trailers-Only responses, where the
-server failed before sending anything. ``reset`` also covers a per-try timeout.
-"""
-
-IDEMPOTENCY_HEADER = "idempotency-key"
-"""gRPC metadata key that marks a write as safe to repeat.
-
-A caller sends it with the same value as the request's ``request_id`` field, which the
-service uses to apply the write once. Envoy cannot read the protobuf body, so a write
-carrying this header gets the retries of a read.
-"""
-
-FRONT_IDEMPOTENCY_HEADER = "grpc-metadata-" + IDEMPOTENCY_HEADER
-"""HTTP header that the gateway forwards as the ``IDEMPOTENCY_HEADER`` metadata."""
-
-FRONT_REQUEST_ID_PARAMETER = "requestId"
-"""Query parameter of the HTTP facade that fills a write's ``request_id`` field."""
-
-TRAFFIC_RUNTIME_KEY = "envios.traffic.secondary_percent"
-"""Runtime key: percentage (0-100) of gRPC calls sent to the secondary site first.
-
-0 is normal operation. 100 is a full manual failover. Either way, calls fall back to the
-other site when the first one has no healthy host.
-"""
 
 RUNTIME_DISK_SUBDIRECTORY = "envoy"
 """Directory below the disk layer's symlink that contains the runtime files."""
-
-SECONDARY_FIRST_SUFFIX = "_secondary_first"
-"""Suffix of the aggregate cluster that lists a service's secondary site first."""
-
-FRONT_SAFE_RETRY_ON = (*UNSENT_RETRY_ON, "reset")
-"""Front retry conditions for GET requests and keyed writes: also after a gateway reset.
-
-A 503 from a gateway is not retried, because the gateway returns it after the gRPC
-listener already retried the call on both sites.
-"""
-
-GATEWAY_QUEUE_DIVISOR = 5
-"""The gateway cluster queues at most ``max_concurrent_requests // 5`` requests (100 for 500)."""
-
-GRPC_UNKNOWN = 2
-LOCAL_REPLY_GRPC_CODES = {
-    400: 3,
-    403: 7,
-    404: 5,
-    408: 4,
-    413: 8,
-    429: 8,
-    431: 8,
-    500: 13,
-    501: 12,
-    502: 14,
-    503: 14,
-    504: 4,
-}
-"""gRPC code in the JSON body of each HTTP status that Envoy's front listener replies with."""
-
-GRPC_LB_POLICIES = {"task": "LEAST_REQUEST"}
-"""Load balancing policy of each service's site clusters, ROUND_ROBIN when absent."""
-# NOTE: LEAST_REQUEST samples 2 hosts with replacement, so with 2 hosts per site half of
-# its picks are random. benchmarks/run_task_balancing.py measured round robin's RunTask
-# slot waits at 0.82 to 1.19 times its own. The least_request extension with FULL_SCAN had
-# the lowest mean wait, so it is the candidate to replace it.
-
-_TYPE = "type.googleapis.com/envoy."
-HCM_TYPE = _TYPE + "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-ROUTER_TYPE = _TYPE + "extensions.filters.http.router.v3.Router"
-GRPC_STATS_TYPE = _TYPE + "extensions.filters.http.grpc_stats.v3.FilterConfig"
-HTTP_OPTIONS_TYPE = _TYPE + "extensions.upstreams.http.v3.HttpProtocolOptions"
-AGGREGATE_TYPE = _TYPE + "extensions.clusters.aggregate.v3.ClusterConfig"
-STDOUT_LOG_TYPE = _TYPE + "extensions.access_loggers.stream.v3.StdoutAccessLog"
-PREVIOUS_HOSTS_TYPE = _TYPE + "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
-PREVIOUS_PRIORITIES_TYPE = (
-    _TYPE + "extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"
-)
-CONNECTIONS_MONITOR_TYPE = (
-    _TYPE + "extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
-)
-
-ACCESS_LOG_FORMAT = {
-    "time": "%START_TIME%",
-    "method": "%REQ(:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-    "protocol": "%PROTOCOL%",
-    "status": "%RESPONSE_CODE%",
-    "grpc_status": "%GRPC_STATUS(SNAKE_STRING)%",
-    "flags": "%RESPONSE_FLAGS%",
-    "duration_ms": "%DURATION%",
-    "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
-    "cluster": "%UPSTREAM_CLUSTER%",
-    "upstream": "%UPSTREAM_HOST%",
-    "bytes_in": "%BYTES_RECEIVED%",
-    "bytes_out": "%BYTES_SENT%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
-    "traceparent": "%REQ(TRACEPARENT)%",
-}
-"""One compact JSON object per request on Envoy's stdout."""
 
 
 class EnvoyNotFoundError(FileNotFoundError):
@@ -186,37 +58,6 @@ class EnvoyNotFoundError(FileNotFoundError):
 
 class EnvoyConfigError(RuntimeError):
     """Raised when ``envoy --mode validate`` rejects a configuration; carries Envoy's output."""
-
-
-@dataclass(frozen=True)
-class EnvoyTuning:
-    """Timings and limits of the rendered configuration that the topology does not carry."""
-
-    connect_timeout_s: float = 0.25
-    """Upstream TCP connect timeout, short because every upstream is on loopback."""
-    health_check_interval_s: float = 1.0
-    """Active health check interval, also used while a cluster carries no traffic."""
-    health_check_timeout_s: float = 0.5
-    """Time to wait for one health check response."""
-    unhealthy_threshold: int = 2
-    """Failed health checks in a row that mark a host unhealthy."""
-    front_route_timeout_s: float = 60.0
-    """Whole-request timeout on the front listener, long enough for run-and-wait tasks."""
-    num_retries: int = 3
-    """Retries per call after the first attempt."""
-    read_per_try_timeout_s: float = 2.0
-    """Timeout of each attempt of a read call, within the caller's deadline for the whole call."""
-    outlier_interval_s: float = 5.0
-    """Outlier detection interval, over which the failure percentage is computed."""
-    base_ejection_time_s: float = 10.0
-    """Ejection time of an outlier host, multiplied by the number of its ejections."""
-    max_downstream_connections: int = 10_000
-    """Connections Envoy accepts over all listeners before it rejects new ones."""
-    max_ejection_time_s: float = 300.0
-    """Longest ejection of an outlier host; repeated ejections grow up to this time."""
-
-
-DEFAULT_TUNING = EnvoyTuning()
 
 
 def render(
@@ -233,18 +74,18 @@ def render(
     the runtime gets a disk layer read from ``runtime_root/current`` (see
     ``runtime_symlink``); the directory ``runtime_root`` must exist when Envoy starts.
     """
-    clusters = [_gateway_cluster(topology, tuning)]
+    clusters = [gateway_cluster(topology, tuning)]
     for service in SERVICES:
-        clusters += _service_clusters(topology, service, tuning)
+        clusters += service_clusters(topology, service, tuning)
     return {
         "node": {"id": "envios-envoy", "cluster": "envios"},
-        "admin": {"address": _address(topology.admin_port)},
+        "admin": {"address": address(topology.admin_port)},
         "layered_runtime": _layered_runtime(runtime_root),
         "overload_manager": _overload_manager(tuning),
         "static_resources": {
             "listeners": [
-                _front_listener(topology, access_log, tuning),
-                _grpc_listener(topology, access_log, tuning),
+                front_listener(topology, access_log, tuning),
+                grpc_listener(topology, access_log, tuning),
             ],
             "clusters": clusters,
         },
@@ -337,14 +178,6 @@ def validate(path: Path) -> None:
         raise EnvoyConfigError(f"envoy rejected {path} (exit {result.returncode}):\n{output}")
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:g}s"
-
-
-def _address(port: int) -> Json:
-    return {"socket_address": {"address": HOST, "port_value": port}}
-
-
 def _layered_runtime(runtime_root: Path | None) -> Json:
     """Return the runtime layers: static defaults, the disk layer if any, then the admin layer.
 
@@ -371,472 +204,6 @@ def _overload_manager(tuning: EnvoyTuning) -> Json:
         },
     }
     return {"resource_monitors": [monitor]}
-
-
-def _access_logs(enabled: bool) -> list[Json]:
-    if not enabled:
-        return []
-    log_format = {"json_format": dict(ACCESS_LOG_FORMAT)}
-    return [
-        {
-            "name": "envoy.access_loggers.stdout",
-            "typed_config": {"@type": STDOUT_LOG_TYPE, "log_format": log_format},
-        }
-    ]
-
-
-def _router_filter() -> Json:
-    return {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}
-
-
-def _listener(name: str, port: int, manager: Json) -> Json:
-    manager = {"@type": HCM_TYPE, **manager}
-    hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
-    return {"name": name, "address": _address(port), "filter_chains": [{"filters": [hcm]}]}
-
-
-def _front_routes(tuning: EnvoyTuning) -> list[Json]:
-    """Return the front routes: keyed writes, then reads, then every other request.
-
-    A write whose ``requestId`` query parameter is set carries an idempotency key, so the
-    key also travels as the ``IDEMPOTENCY_HEADER`` metadata and the gRPC listener retries
-    it like a read. Other requests lose a caller's own copy of that header. Keyed writes
-    and GET requests are retried on another gateway when the first one fails after the
-    request was sent; other requests only when it was never sent.
-    """
-    keyed = {
-        "prefix": "/",
-        "query_parameters": [
-            {"name": FRONT_REQUEST_ID_PARAMETER, "string_match": {"safe_regex": {"regex": ".+"}}}
-        ],
-    }
-    get = {"prefix": "/", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]}
-    key_header = {
-        "header": {
-            "key": FRONT_IDEMPOTENCY_HEADER,
-            "value": f"%QUERY_PARAM({FRONT_REQUEST_ID_PARAMETER})%",
-        },
-        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-    }
-    return [
-        {
-            **_front_route("keyed-write", keyed, FRONT_SAFE_RETRY_ON, tuning),
-            "request_headers_to_add": [key_header],
-        },
-        {
-            **_front_route("read", get, FRONT_SAFE_RETRY_ON, tuning),
-            "request_headers_to_remove": [FRONT_IDEMPOTENCY_HEADER],
-        },
-        {
-            **_front_route("call", {"prefix": "/"}, UNSENT_RETRY_ON, tuning),
-            "request_headers_to_remove": [FRONT_IDEMPOTENCY_HEADER],
-        },
-    ]
-
-
-def _front_route(name: str, match: Json, retry_on: Sequence[str], tuning: EnvoyTuning) -> Json:
-    action = {
-        "cluster": "gateway",
-        "timeout": _duration(tuning.front_route_timeout_s),
-        "retry_policy": _retry_policy(retry_on, tuning, priorities=0),
-    }
-    return {"name": name, "match": match, "route": action}
-
-
-def _local_reply_config() -> Json:
-    """Return JSON bodies in the ``google.rpc.Status`` shape for replies Envoy makes itself.
-
-    A full pending queue of the gateway cluster (response flag ``UO``) becomes 429
-    RESOURCE_EXHAUSTED, like the gateway's own concurrency limit. Other statuses keep
-    their HTTP code and get the gRPC code that the gateway maps to it.
-    """
-    overflow = {
-        "filter": {"response_flag_filter": {"flags": ["UO"]}},
-        "status_code": 429,
-        "body_format_override": _status_body(LOCAL_REPLY_GRPC_CODES[429]),
-    }
-    mappers = [overflow]
-    for http_status, grpc_code in LOCAL_REPLY_GRPC_CODES.items():
-        status_filter = {
-            "status_code_filter": {
-                "comparison": {
-                    "op": "EQ",
-                    "value": {
-                        "default_value": http_status,
-                        # Envoy requires a runtime key here; nothing sets it.
-                        "runtime_key": f"envios.front.local_reply.{http_status}",
-                    },
-                }
-            }
-        }
-        mappers.append({"filter": status_filter, "body_format_override": _status_body(grpc_code)})
-    return {"mappers": mappers, "body_format": _status_body(GRPC_UNKNOWN)}
-
-
-def _status_body(grpc_code: int) -> Json:
-    body = {"code": grpc_code, "message": "%LOCAL_REPLY_BODY%", "details": []}
-    return {"json_format": body}
-
-
-def _front_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -> Json:
-    manager = {
-        "stat_prefix": "front",
-        "codec_type": "AUTO",
-        # The front listener is the edge: the client's address goes into x-forwarded-for.
-        "use_remote_address": True,
-        "generate_request_id": True,
-        # Keep a caller's x-request-id and generate one when absent. Envoy has no tracer
-        # configured, so it forwards the caller's traceparent unchanged.
-        "preserve_external_request_id": True,
-        "normalize_path": True,
-        "merge_slashes": True,
-        "access_log": _access_logs(access_log),
-        "http_filters": [_router_filter()],
-        "local_reply_config": _local_reply_config(),
-        "route_config": {
-            "name": "front",
-            "virtual_hosts": [
-                {"name": "gateway", "domains": ["*"], "routes": _front_routes(tuning)}
-            ],
-        },
-    }
-    return _listener("front", topology.front_port, manager)
-
-
-def _grpc_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -> Json:
-    grpc_stats = {
-        "name": "envoy.filters.http.grpc_stats",
-        "typed_config": {
-            "@type": GRPC_STATS_TYPE,
-            "stats_for_all_methods": True,
-            "replace_dots_in_grpc_service_name": True,
-        },
-    }
-    manager = {
-        "stat_prefix": "grpc",
-        "codec_type": "HTTP2",
-        "generate_request_id": True,
-        "access_log": _access_logs(access_log),
-        "http_filters": [grpc_stats, _router_filter()],
-        "route_config": {
-            "name": "grpc",
-            "virtual_hosts": [
-                {"name": "services", "domains": ["*"], "routes": _grpc_routes(topology, tuning)}
-            ],
-        },
-    }
-    return _listener("grpc", topology.grpc_port, manager)
-
-
-def _grpc_routes(topology: Topology, tuning: EnvoyTuning) -> list[Json]:
-    """Return the gRPC routes, most specific first: reads, long calls, keyed writes, others.
-
-    Every service route comes twice: first a copy that takes ``TRAFFIC_RUNTIME_KEY``
-    percent of the calls to the secondary-first aggregate, then the normal one.
-    """
-    routes = []
-    for service in SERVICES:
-        prefix = f"/{GRPC_SERVICE_NAMES[service]}/"
-        if service in READ_ONLY_SERVICES:
-            routes += _shiftable(_grpc_route(prefix, service, topology, tuning, read=True))
-            continue
-        for method in READ_METHOD_PREFIXES:
-            read = _grpc_route(prefix + method, service, topology, tuning, read=True)
-            routes += _shiftable(read)
-        for method in LONG_RUNNING_METHODS.get(service, ()):
-            routes += _shiftable(
-                _grpc_route(prefix + method, service, topology, tuning, read=False)
-            )
-        keyed = _grpc_route(prefix, service, topology, tuning, read=True, keyed=True)
-        routes += _shiftable(keyed)
-        routes += _shiftable(_grpc_route(prefix, service, topology, tuning, read=False))
-    # Reflection streams stay open for a whole client session, so they get no per-try
-    # timeout and only the retries of calls that never reached a server.
-    for reflection in REFLECTION_SERVICES:
-        route = _grpc_route(f"/{reflection}/", REFLECTION_TARGET, topology, tuning, read=False)
-        routes.append(route)
-    return routes
-
-
-def _grpc_route(
-    prefix: str,
-    cluster: str,
-    topology: Topology,
-    tuning: EnvoyTuning,
-    *,
-    read: bool,
-    keyed: bool = False,
-) -> Json:
-    """Return one gRPC route; ``read`` calls are retried even after reaching a server.
-
-    With ``keyed`` the route matches only calls that carry ``IDEMPOTENCY_HEADER``.
-    """
-    hosts_per_site = len(topology.primary.ports[cluster])
-    retry_on = READ_RETRY_ON if read else UNSENT_RETRY_ON
-    retry_policy = _retry_policy(retry_on, tuning, priorities=hosts_per_site)
-    if read:
-        retry_policy["per_try_timeout"] = _duration(tuning.read_per_try_timeout_s)
-    action = {
-        "cluster": cluster,
-        # No route timeout: the caller's grpc-timeout header (its deadline) bounds the call.
-        "timeout": "0s",
-        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
-        "retry_policy": retry_policy,
-    }
-    match: Json = {"prefix": prefix}
-    kind = "read" if read else "call"
-    if keyed:
-        match["headers"] = [{"name": IDEMPOTENCY_HEADER, "present_match": True}]
-        kind = "keyed-write"
-    return {"name": f"{prefix}:{kind}", "match": match, "route": action}
-
-
-def _shiftable(route: Json) -> list[Json]:
-    """Return ``route`` preceded by its copy for the traffic shifted to the secondary first.
-
-    ``runtime_fraction`` lets ``TRAFFIC_RUNTIME_KEY`` percent of the matching calls take
-    the copy; the rest fall through to ``route``.
-    """
-    fraction = {
-        "default_value": {"numerator": 0, "denominator": "HUNDRED"},
-        "runtime_key": TRAFFIC_RUNTIME_KEY,
-    }
-    shifted_action = {
-        **route["route"],
-        "cluster": route["route"]["cluster"] + SECONDARY_FIRST_SUFFIX,
-    }
-    shifted = {
-        "name": route["name"] + ":shifted",
-        "match": {**route["match"], "runtime_fraction": fraction},
-        "route": shifted_action,
-    }
-    return [shifted, route]
-
-
-def _retry_policy(retry_on: Sequence[str], tuning: EnvoyTuning, *, priorities: int) -> Json:
-    """Return a retry policy that moves each retry to a host not tried yet.
-
-    With ``priorities`` > 0 a retry also leaves a priority (site) after that many attempts
-    in it, so the retries of a failing primary site go to the secondary.
-    """
-    policy: Json = {
-        "retry_on": ",".join(retry_on),
-        "num_retries": tuning.num_retries,
-        "retry_host_predicate": [
-            {
-                "name": "envoy.retry_host_predicates.previous_hosts",
-                "typed_config": {"@type": PREVIOUS_HOSTS_TYPE},
-            }
-        ],
-        "host_selection_retry_max_attempts": 3,
-    }
-    if priorities > 0:
-        policy["retry_priority"] = {
-            "name": "envoy.retry_priorities.previous_priorities",
-            "typed_config": {"@type": PREVIOUS_PRIORITIES_TYPE, "update_frequency": priorities},
-        }
-    return policy
-
-
-def _endpoints(name: str, ports: Sequence[int], weights: Sequence[int] | None = None) -> Json:
-    endpoints = []
-    for position, port in enumerate(ports):
-        endpoint: Json = {"endpoint": {"address": _address(port)}}
-        if weights is not None:
-            endpoint["load_balancing_weight"] = weights[position]
-        endpoints.append(endpoint)
-    return {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]}
-
-
-def _site_endpoints(name: str, ports: Sequence[int]) -> Json:
-    """Return a site's load assignment with an overprovisioning factor of 100 x its hosts.
-
-    Envoy gives a priority ``min(100, factor% x healthy / total)`` of the traffic, so with
-    this factor the site keeps all of it while at least one of its hosts is healthy.
-    """
-    assignment = _endpoints(name, ports)
-    assignment["policy"] = {"overprovisioning_factor": 100 * len(ports)}
-    return assignment
-
-
-def _health_check(tuning: EnvoyTuning, checker: Json) -> Json:
-    interval = _duration(tuning.health_check_interval_s)
-    return {
-        "timeout": _duration(tuning.health_check_timeout_s),
-        "interval": interval,
-        # An idle cluster (the secondary site) is checked as often as a busy one, so its
-        # health is current when the primary fails.
-        "no_traffic_interval": interval,
-        "unhealthy_threshold": tuning.unhealthy_threshold,
-        "healthy_threshold": 1,
-        **checker,
-    }
-
-
-def _common_lb_config() -> Json:
-    # Panic threshold 0: with no healthy host the call fails fast instead of going to hosts
-    # known to be down. Merge window 0: health changes reach the balancer at once.
-    return {"healthy_panic_threshold": {"value": 0}, "update_merge_window": "0s"}
-
-
-def _thresholds(connections: int, requests: int, retries: int) -> Json:
-    return {
-        "priority": "DEFAULT",
-        "max_connections": connections,
-        "max_pending_requests": requests,
-        "max_requests": requests,
-        "max_retries": retries,
-    }
-
-
-def _gateway_cluster(topology: Topology, tuning: EnvoyTuning) -> Json:
-    """Return the gateway cluster: weighted round robin over HTTP/1.1 with a per-host limit.
-
-    Over HTTP/1.1 one connection carries one request at a time, so the per-host connection
-    limit is the per-gateway concurrency limit. Outlier detection reacts only to local
-    failures (connect errors, resets, timeouts): a gateway that returns 503 because a
-    service is down is healthy itself.
-    """
-    limit = topology.gateway_max_concurrent_requests
-    count = len(topology.gateway_ports)
-    http_check = {"http_health_check": {"path": "/healthz"}}
-    return {
-        "name": "gateway",
-        "type": "STATIC",
-        "connect_timeout": _duration(tuning.connect_timeout_s),
-        "lb_policy": "ROUND_ROBIN",
-        "typed_extension_protocol_options": _protocol_options({"http_protocol_options": {}}),
-        "load_assignment": _endpoints("gateway", topology.gateway_ports, topology.gateway_weights),
-        "health_checks": [_health_check(tuning, http_check)],
-        "common_lb_config": _common_lb_config(),
-        "circuit_breakers": {
-            "thresholds": [_gateway_thresholds(limit, count)],
-            "per_host_thresholds": [{"priority": "DEFAULT", "max_connections": limit}],
-        },
-        "outlier_detection": {
-            "split_external_local_origin_errors": True,
-            "consecutive_local_origin_failure": 3,
-            "enforcing_consecutive_local_origin_failure": 100,
-            "enforcing_consecutive_5xx": 0,
-            "enforcing_consecutive_gateway_failure": 0,
-            "enforcing_success_rate": 0,
-            "interval": _duration(tuning.outlier_interval_s),
-            "base_ejection_time": _duration(tuning.base_ejection_time_s),
-            "max_ejection_percent": 50,
-        },
-    }
-
-
-def _gateway_thresholds(limit: int, count: int) -> Json:
-    """Return the gateway cluster's limits: ``limit`` per gateway plus a short queue.
-
-    A request past ``limit`` in flight on every gateway waits in Envoy's pending queue of
-    ``limit // GATEWAY_QUEUE_DIVISOR`` requests; past that, Envoy answers at once with 429
-    and a JSON error (see ``_local_reply_config``) instead of letting callers queue up.
-    """
-    thresholds = _thresholds(limit * count, limit * count, limit)
-    thresholds["max_pending_requests"] = max(1, limit // GATEWAY_QUEUE_DIVISOR)
-    return thresholds
-
-
-def _protocol_options(explicit_http_config: Json) -> Json:
-    options = {"@type": HTTP_OPTIONS_TYPE, "explicit_http_config": explicit_http_config}
-    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
-
-
-def _service_clusters(topology: Topology, service: str, tuning: EnvoyTuning) -> list[Json]:
-    """Return the service's two aggregate clusters followed by one cluster per site.
-
-    The aggregate named after the service lists the primary first; the one with
-    ``SECONDARY_FIRST_SUFFIX`` lists the secondary first and carries shifted traffic.
-    """
-    sites = (topology.primary, topology.secondary)
-    members = [_site_cluster(topology, site, service, tuning) for site in sites]
-    names = [member["name"] for member in members]
-    normal = _aggregate_cluster(topology, service, names)
-    shifted = _aggregate_cluster(topology, service + SECONDARY_FIRST_SUFFIX, names[::-1])
-    return [normal, shifted, *members]
-
-
-def _aggregate_cluster(topology: Topology, name: str, members: Sequence[str]) -> Json:
-    hosts = sum(len(site.ports[site_service(members[0])]) for site in topology.sites)
-    requests = topology.max_concurrent_rpcs * hosts
-    return {
-        "name": name,
-        "lb_policy": "CLUSTER_PROVIDED",
-        "cluster_type": {
-            "name": "envoy.clusters.aggregate",
-            "typed_config": {"@type": AGGREGATE_TYPE, "clusters": list(members)},
-        },
-        "common_lb_config": _common_lb_config(),
-        # Retries of both sites count against the aggregate's max_retries (default 3).
-        "circuit_breakers": {
-            "thresholds": [_thresholds(hosts, requests, topology.max_concurrent_rpcs)]
-        },
-    }
-
-
-def site_cluster_name(service: str, site: str) -> str:
-    """Return the name of the cluster of ``service``'s replicas in ``site``."""
-    return f"{service}_{site}"
-
-
-def site_service(cluster: str) -> str:
-    """Return the service of a site cluster name such as ``shipment_primary``."""
-    return cluster.split("_", 1)[0]
-
-
-def _site_cluster(topology: Topology, site: Site, service: str, tuning: EnvoyTuning) -> Json:
-    name = site_cluster_name(service, site.name)
-    ports = site.ports[service]
-    rpcs = topology.max_concurrent_rpcs
-    http2 = {"http2_protocol_options": {"max_concurrent_streams": rpcs}}
-    grpc_check = {"grpc_health_check": {"service_name": GRPC_SERVICE_NAMES[service]}}
-    cluster: Json = {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": _duration(tuning.connect_timeout_s),
-        "lb_policy": GRPC_LB_POLICIES.get(service, "ROUND_ROBIN"),
-        "typed_extension_protocol_options": _protocol_options(http2),
-        "load_assignment": _site_endpoints(name, ports),
-        "health_checks": [_health_check(tuning, grpc_check)],
-        "common_lb_config": _common_lb_config(),
-        # One HTTP/2 connection per host with max_concurrent_streams = max_concurrent_rpcs, so
-        # a replica receives at most that many calls at once. The rest wait in the pending queue.
-        "circuit_breakers": {
-            "thresholds": [_thresholds(len(ports), rpcs * len(ports), rpcs)],
-            "per_host_thresholds": [{"priority": "DEFAULT", "max_connections": 1}],
-        },
-        "outlier_detection": _service_outlier_detection(tuning),
-    }
-    if cluster["lb_policy"] == "LEAST_REQUEST":
-        cluster["least_request_lb_config"] = {"choice_count": 2}
-    return cluster
-
-
-def _service_outlier_detection(tuning: EnvoyTuning) -> Json:
-    """Return outlier detection that ejects on its own, also in a site of two hosts.
-
-    Success-rate detection needs 5 hosts, so it is off; failure percentage replaces it.
-    A host that reports SERVING to health checks but fails calls stays ejected for the
-    whole ejection time.
-    """
-    return {
-        "consecutive_5xx": 5,
-        "enforcing_consecutive_5xx": 100,
-        "consecutive_gateway_failure": 3,
-        "enforcing_consecutive_gateway_failure": 100,
-        "failure_percentage_threshold": 50,
-        "enforcing_failure_percentage": 100,
-        "failure_percentage_minimum_hosts": 1,
-        "failure_percentage_request_volume": 10,
-        "enforcing_success_rate": 0,
-        "interval": _duration(tuning.outlier_interval_s),
-        "base_ejection_time": _duration(tuning.base_ejection_time_s),
-        "max_ejection_percent": 100,
-        "max_ejection_time": _duration(tuning.max_ejection_time_s),
-        "successful_active_health_check_uneject_host": False,
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

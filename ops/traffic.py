@@ -1,6 +1,6 @@
 """Manual traffic shifting between sites through one Envoy runtime key.
 
-``envoy_config.TRAFFIC_RUNTIME_KEY`` is the percentage (0-100) of gRPC calls that go to
+``envoy_policy.TRAFFIC_RUNTIME_KEY`` is the percentage (0-100) of gRPC calls that go to
 the secondary site first. Envoy's admin API (127.0.0.1 only) changes it live in the
 admin runtime layer, which is lost when Envoy restarts; ``persist_secondary_percent``
 also writes it to the disk layer below the stack's state directory, which a restarted
@@ -26,7 +26,8 @@ from typing import Any
 import httpx
 
 from ops import envoy_config
-from ops.envoy_config import TRAFFIC_RUNTIME_KEY, site_cluster_name
+from ops.envoy_clusters import site_cluster_name
+from ops.envoy_policy import TRAFFIC_RUNTIME_KEY
 from ops.stack import Stack
 from ops.topology import SERVICES, Topology
 

@@ -16,7 +16,7 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from ops import envoy_config, traffic
+from ops import envoy_policy, traffic
 from ops.topology import HOST, Topology, load_topology
 from tests.integration.envoy_harness import (
     READ_METHOD,
@@ -183,7 +183,7 @@ async def test_failover_serving_but_failing_stays_ejected(failover: FailoverStac
     served, failed = await call_replicas(failover.channel, CALLS)
     await failover.wait_hosts([failing], healthy=False)
     # Several passing health checks later, the host is still out of load balancing.
-    await asyncio.sleep(3 * envoy_config.DEFAULT_TUNING.health_check_interval_s)
+    await asyncio.sleep(3 * envoy_policy.DEFAULT_TUNING.health_check_interval_s)
     later_served, later_failed = await call_replicas(failover.channel, CALLS)
     flags = await failover.envoy.host_health("status_primary")
 

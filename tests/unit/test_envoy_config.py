@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ops import envoy_config
+from ops import envoy_config, envoy_policy
 from ops.topology import DEFAULT_TOPOLOGY_PATH, GRPC_SERVICE_NAMES, SERVICES, load_topology
 
 ENVOY_DIR = DEFAULT_TOPOLOGY_PATH.parent
@@ -268,7 +268,7 @@ def test_grpc_route_deadline_governs(config: dict[str, Any]) -> None:
 
 
 def test_reflection_routes_shipment(config: dict[str, Any]) -> None:
-    for service in envoy_config.REFLECTION_SERVICES:
+    for service in envoy_policy.REFLECTION_SERVICES:
         route = route_for(config, f"/{service}/ServerReflectionInfo")
         assert route["route"]["cluster"] == "shipment"
 
@@ -325,7 +325,7 @@ def test_main_writes_output(tmp_path: Path) -> None:
     ],
 )
 def test_keyed_write_route_retries(config: dict[str, Any], path: str) -> None:
-    route = route_for(config, path, (envoy_config.IDEMPOTENCY_HEADER,))
+    route = route_for(config, path, (envoy_policy.IDEMPOTENCY_HEADER,))
 
     assert retry_tokens(route) == UNSENT_TOKENS | READ_TOKENS
     assert "per_try_timeout" in route["route"]["retry_policy"]
@@ -338,7 +338,7 @@ def test_shifted_route_precedes_each(config: dict[str, Any]) -> None:
     assert len(shifted) == len(normal)
     for copy, route in zip(shifted, normal, strict=True):
         fraction = copy["match"]["runtime_fraction"]
-        assert fraction["runtime_key"] == envoy_config.TRAFFIC_RUNTIME_KEY
+        assert fraction["runtime_key"] == envoy_policy.TRAFFIC_RUNTIME_KEY
         assert fraction["default_value"] == {"numerator": 0, "denominator": "HUNDRED"}
         assert copy["route"]["cluster"] == route["route"]["cluster"] + "_secondary_first"
         assert copy["route"]["retry_policy"] == route["route"]["retry_policy"]
@@ -359,7 +359,7 @@ def test_runtime_layers_default() -> None:
     layers = envoy_config.render(load_topology())["layered_runtime"]["layers"]
 
     assert [layer["name"] for layer in layers] == ["static", "admin"]
-    assert layers[0]["static_layer"] == {envoy_config.TRAFFIC_RUNTIME_KEY: 0}
+    assert layers[0]["static_layer"] == {envoy_policy.TRAFFIC_RUNTIME_KEY: 0}
 
 
 def test_runtime_disk_layer(tmp_path: Path) -> None:
@@ -386,24 +386,20 @@ def front_routes(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {route["name"]: route for route in routes}
 
 
-def test_front_keyed_write_sets_header(config: dict[str, Any]) -> None:
+def test_front_keyed_write_retries_after_reset(config: dict[str, Any]) -> None:
     routes = front_routes(config)
     keyed = routes["keyed-write"]
 
     assert list(routes) == ["keyed-write", "read", "call"]
     assert keyed["match"]["query_parameters"][0]["name"] == "requestId"
-    header = keyed["request_headers_to_add"][0]["header"]
-    assert header == {
-        "key": "grpc-metadata-idempotency-key",
-        "value": "%QUERY_PARAM(requestId)%",
-    }
+    assert "request_headers_to_add" not in keyed
     assert "reset" in keyed["route"]["retry_policy"]["retry_on"].split(",")
 
 
 def test_front_other_routes_drop_header(config: dict[str, Any]) -> None:
     routes = front_routes(config)
 
-    for name in ("read", "call"):
+    for name in ("keyed-write", "read", "call"):
         assert routes[name]["request_headers_to_remove"] == ["grpc-metadata-idempotency-key"]
     assert "reset" in routes["read"]["route"]["retry_policy"]["retry_on"].split(",")
     assert "reset" not in routes["call"]["route"]["retry_policy"]["retry_on"].split(",")
@@ -428,7 +424,7 @@ def test_front_local_reply_json(config: dict[str, Any]) -> None:
     "path", ["/envios.task.v1.TaskService/RunTask", "/envios.task.v1.TaskService/WatchTask"]
 )
 def test_long_running_no_per_try_timeout(config: dict[str, Any], path: str) -> None:
-    route = route_for(config, path, (envoy_config.IDEMPOTENCY_HEADER,))
+    route = route_for(config, path, (envoy_policy.IDEMPOTENCY_HEADER,))
 
     assert retry_tokens(route) == UNSENT_TOKENS
     assert "per_try_timeout" not in route["route"]["retry_policy"]
