@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -143,14 +144,28 @@ class StatusCache:
         await self.client.aclose()
 
 
+class FailureRecorder(Protocol):
+    """Something told about each failed write-through (``cache_outages.OutageLog``)."""
+
+    async def record_failure(self) -> None: ...
+
+
 async def put_quietly(
-    cache: StatusCache, key: str, version: int, fields: Mapping[str, str | int]
+    cache: StatusCache,
+    key: str,
+    version: int,
+    fields: Mapping[str, str | int],
+    outages: FailureRecorder | None = None,
 ) -> None:
     """Write through to the cache, logging instead of failing when Redis is away.
 
-    The database stays the source of truth; readers fall back to it on a miss.
+    The database stays the source of truth; readers fall back to it on a miss. A failed
+    write is reported to ``outages``, so that readers stop trusting the cache until it has
+    caught up.
     """
     try:
         await cache.put(key, version, fields)
     except CacheUnavailable as error:
         logger.warning("status cache write of %s skipped: %s", key, error)
+        if outages is not None:
+            await outages.record_failure()

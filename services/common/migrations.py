@@ -91,4 +91,19 @@ CREATE TABLE task_history (
     PRIMARY KEY (task_id, version)
 )
 """,
+    # 4: cache outages seen by writers, so that every status reader verifies its cache hits
+    # against the database until the cache has caught up (services/common/cache_outages.py).
+    """
+CREATE TABLE cache_outages (
+    process TEXT PRIMARY KEY,
+    opened_us INTEGER NOT NULL,
+    checked_us INTEGER NOT NULL,
+    closed_us INTEGER
+)
+""",
+    # 5: the trace context headers (W3C traceparent and tracestate, as a JSON object) that
+    # the outbox relay publishes with each message; '' when the writer had no trace.
+    """
+ALTER TABLE outbox ADD COLUMN headers TEXT NOT NULL DEFAULT ''
+""",
 ]

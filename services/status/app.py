@@ -7,13 +7,16 @@ delay readiness.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 
 import grpc
 from envios.status.v1 import status_pb2, status_pb2_grpc
 
 from services.common.cache import StatusCache
-from services.common.database import Database
+from services.common.cache_outages import read_outages
+from services.common.database import Database, now_us
 from services.status.config import StatusConfig
 from services.status.metrics import StatusMetrics
 from services.status.overview import OverviewReader, QueueDepthProbe
@@ -47,7 +50,19 @@ class StatusApp:
             metrics=self.metrics,
         )
         self.queue_probe = QueueDepthProbe(config.amqp_url)
+        self._outage_watch: asyncio.Task[None] | None = None
         self.overview = OverviewReader(queries, self.queue_probe.depth, config.server.site)
+
+    async def _watch_outages(self) -> None:
+        """Tell the reader about the writers' cache outages every ``outage_poll_s``."""
+        while True:
+            try:
+                state = await read_outages(self.database)
+            except sqlite3.Error as error:
+                logger.warning("reading cache outage records failed: %s", error)
+            else:
+                self.reader.note_outages(state, now_us())
+            await asyncio.sleep(self.config.outage_poll_s)
 
     def register(self, server: grpc.aio.Server) -> None:
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -64,7 +79,11 @@ class StatusApp:
             logger.warning(
                 "status cache at REDIS_URL is not reachable; reads use the database until it is"
             )
+        self._outage_watch = asyncio.create_task(self._watch_outages())
 
     async def close(self) -> None:
+        if self._outage_watch is not None:
+            self._outage_watch.cancel()
+            await asyncio.gather(self._outage_watch, return_exceptions=True)
         await self.cache.close()
         await self.database.close()

@@ -36,6 +36,10 @@ class StatusConfig:
     """Seconds after Redis returns from an outage during which cache hits are checked
     against the database, while the projector corrects entries written before the outage
     (``ENVIOS_CACHE_VERIFY_S``)."""
+    outage_poll_s: float = 0.5
+    """Interval between reads of the writers' cache outage records, in seconds
+    (``ENVIOS_CACHE_OUTAGE_POLL_S``); a reader may trust a stale entry for this long after
+    Redis returns when it received no read during the outage."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StatusConfig:
@@ -54,12 +58,14 @@ class StatusConfig:
             redis_timeout_s=env.seconds(PREFIX + "REDIS_TIMEOUT_S", 0.25),
             not_found_ttl_s=env.seconds(PREFIX + "NOT_FOUND_TTL_S", 2.0),
             verify_after_recovery_s=env.seconds(PREFIX + "CACHE_VERIFY_S", 5.0),
+            outage_poll_s=env.seconds(PREFIX + "CACHE_OUTAGE_POLL_S", 0.5),
         )
         # Redis deletes an entry with a TTL of 0 at once, and a timeout of 0 fails every call.
         for name, value in (
             ("CACHE_TTL_S", config.cache_ttl_s),
             ("REDIS_TIMEOUT_S", config.redis_timeout_s),
             ("NOT_FOUND_TTL_S", config.not_found_ttl_s),
+            ("CACHE_OUTAGE_POLL_S", config.outage_poll_s),
         ):
             if value <= 0:
                 env.problems.append(f"{PREFIX}{name} must be a number of seconds > 0, got {value}")

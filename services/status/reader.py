@@ -17,6 +17,9 @@ Entries written before a Redis outage can be older than the database once Redis
 returns, because writers skip the cache while it is away. The status projector corrects
 them from its event backlog; until it has (``verify_after_recovery_s`` after this reader
 sees Redis again), the reader treats cache hits as misses and reads the database.
+Writers record their own failed writes in the database (``cache_outages``), and
+``note_outages`` extends the same verification to a reader that received no read during
+the outage.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from services.common.cache import SHIPMENT_KEY, TASK_KEY, CacheUnavailable
+from services.common.cache_outages import OutageState
 from services.status import views
 from services.status.lograte import LogLimiter
 from services.status.metrics import StatusMetrics
@@ -178,7 +182,7 @@ class StatusReader:
             fields = await self._cache_get(kind.key)
         except CacheUnavailable:
             return Read(await self._load_once(kind, fill=False), Source.FALLBACK)
-        if fields is not None and self._clock() >= self._verify_until:
+        if fields is not None and not self.verifying():
             if fields.get(MISSING_FIELD):
                 return Read(None, Source.CACHE)
             try:
@@ -186,6 +190,23 @@ class StatusReader:
             except MalformedEntry as error:
                 self._warn_malformed(kind.key, error)
         return Read(await self._load_once(kind, fill=True), Source.DATABASE)
+
+    def verifying(self) -> bool:
+        """Return True while cache hits are checked against the database."""
+        return self._clock() < self._verify_until
+
+    def note_outages(self, state: OutageState, wall_now_us: int) -> None:
+        """Verify cache hits while a writer's outage is open and until
+        ``verify_after_recovery_s`` after the last one closed (``wall_now_us`` is now)."""
+        if state.open:
+            remaining_s = self.verify_after_recovery_s
+        elif state.last_closed_us is not None:
+            elapsed_s = (wall_now_us - state.last_closed_us) / 1_000_000
+            remaining_s = self.verify_after_recovery_s - elapsed_s
+        else:
+            return
+        if remaining_s > 0:
+            self._verify_until = max(self._verify_until, self._clock() + remaining_s)
 
     def _warn_malformed(self, key: str, error: MalformedEntry) -> None:
         # NOTE: the fill after this read carries the same version, so the guarded write

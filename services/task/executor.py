@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.cache import TASK_KEY, StatusCache, put_quietly
+from services.common.cache import TASK_KEY, FailureRecorder, StatusCache, put_quietly
 from services.common.errors import NotFound, Unavailable
 from services.task import metrics
 from services.task.handlers import HANDLERS, HandlerContext, Progress, RetryLater
@@ -98,9 +98,11 @@ class TaskExecutor:
         shipments: Any,
         settings: ExecutorSettings,
         rng: random.Random | None = None,
+        outages: FailureRecorder | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
+        self.outages = outages
         self.shipments = shipments
         self.settings = settings
         self.rng = rng or random.Random()
@@ -241,7 +243,8 @@ class TaskExecutor:
 
     async def publish(self, task: TaskRecord) -> None:
         """Write the task to the status cache, logging instead of failing when Redis is away."""
-        await put_quietly(self.cache, TASK_KEY.format(task.id), task.version, cache_fields(task))
+        key = TASK_KEY.format(task.id)
+        await put_quietly(self.cache, key, task.version, cache_fields(task), self.outages)
 
 
 class _CancelCheck:

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +36,10 @@ from grpc_status import rpc_status
 
 from ops.topology import free_ports
 from services.common.cache import SHIPMENT_KEY, TASK_KEY, StatusCache
+from services.common.cache_outages import OutageLog, read_outages
 from services.common.database import Database, now_us
 from services.common.server import GrpcServer
+from services.shipment.app import CachingStore
 from services.shipment.app import cache_fields as shipment_cache_fields
 from services.shipment.domain import Change, ShipmentState
 from services.shipment.store import ShipmentView, SqliteShipmentStore
@@ -685,6 +687,50 @@ async def test_no_stale_entry_after_pause(tmp_path: Path, own_redis: RedisProces
 
     assert "database" in sources
     assert entry["version"] == "2"
+
+
+async def test_writer_outage_verifies_idle_reader(tmp_path: Path, redis_url: str) -> None:
+    """A reader that got no read while a writer could not reach Redis never serves the
+    entry that the writer failed to replace."""
+    extra = {"ENVIOS_CACHE_VERIFY_S": "2", "ENVIOS_CACHE_OUTAGE_POLL_S": "0.05"}
+    async with running_service(tmp_path, redis_url, extra) as service:
+        outages = OutageLog(service.writer, "shipment-test-1", service.cache, probe_s=0.05)
+        await service.create_shipment("s1")
+        _, source, _ = await timed_read(service, "s1")
+        assert source == "database"
+        with silent_listener() as unreachable:
+            lost = StatusCache(unreachable, timeout_s=0.1)
+            writer = CachingStore(service.shipments, lost, None, outages)
+            await writer.update("s1", Change(status="handling"), "", "", "")
+            await lost.close()
+        await wait_for(lambda: outage_closed(service.writer), "the outage to close")
+        await wait_for(async_true(service.app.reader.verifying), "the reader to verify")
+        status, source, _ = await timed_read(service, "s1")
+        await outages.close()
+        entry = await service.cache.client.hgetall(SHIPMENT_KEY.format("s1"))
+
+    assert status.status == "handling"
+    assert source == "database"
+    assert entry["version"] == "2"
+
+
+async def outage_closed(database: Database) -> bool:
+    state = await read_outages(database)
+    return not state.open and state.last_closed_us is not None
+
+
+def async_true(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def wrapped() -> bool:
+        return check()
+
+    return wrapped
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 async def test_cold_key_1000_reads(tmp_path: Path, redis_url: str) -> None:
