@@ -9,6 +9,8 @@ from services.common.config import PREFIX, EnvReader, read_upstream
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 ROUTE_ORDERS = ("grpc-gateway", "specificity")
+PATH_UNESCAPING_MODES = ("legacy", "all-characters")
+PATH_FIELDS_IN_QUERY = ("ignore", "override")
 GATEWAY_PREFIX = PREFIX + "GATEWAY_"
 
 
@@ -47,6 +49,14 @@ class GatewayConfig:
     route_order: str = "grpc-gateway"
     """Precedence among templates that match one path: ``grpc-gateway`` (the one declared
     last wins) or ``specificity`` (literal before ``*`` before ``**``, as Envoy's transcoder)."""
+    path_unescaping: str = "legacy"
+    """How percent-escapes in the path are decoded: ``legacy`` (grpc-gateway's default:
+    the whole path is decoded before routing, so ``%2F`` separates segments) or
+    ``all-characters`` (Envoy's ``url_unescape_spec: ALL_CHARACTERS``: the path is split
+    first and each segment decoded, so ``%2F`` becomes a ``/`` inside a variable's value)."""
+    path_fields_in_query: str = "ignore"
+    """What a query parameter naming a field bound by the path does: ``ignore`` it
+    (grpc-gateway) or ``override`` the path value (Envoy's transcoder)."""
     default_timeout_s: float = 60.0
     """Deadline of an upstream call when the request has no ``Grpc-Timeout`` header."""
     shutdown_grace_s: float = 10.0
@@ -76,6 +86,12 @@ class GatewayConfig:
             descriptor_set=environ.get(GATEWAY_PREFIX + "DESCRIPTOR_SET", ""),
             services=_names(environ.get(GATEWAY_PREFIX + "SERVICES", "")),
             route_order=env.choice(GATEWAY_PREFIX + "ROUTE_ORDER", ROUTE_ORDERS, "grpc-gateway"),
+            path_unescaping=env.choice(
+                GATEWAY_PREFIX + "PATH_UNESCAPING", PATH_UNESCAPING_MODES, "legacy"
+            ),
+            path_fields_in_query=env.choice(
+                GATEWAY_PREFIX + "PATH_FIELDS_IN_QUERY", PATH_FIELDS_IN_QUERY, "ignore"
+            ),
             default_timeout_s=env.seconds(PREFIX + "DEFAULT_TIMEOUT_S", 60.0),
             shutdown_grace_s=env.seconds(PREFIX + "SHUTDOWN_GRACE_S", 10.0),
             drain_s=env.seconds(PREFIX + "DRAIN_S", 1.0),

@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf.message import Message
@@ -96,6 +97,24 @@ class Exchange:
             status = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
             await self._fail(status, 500, [], [])
 
+    def _path_segments(self, path: str) -> list[str]:
+        """Split the path after its leading '/' into decoded segments.
+
+        In ``legacy`` unescaping the server's decoded path is split, so ``%2F`` separates
+        segments; in ``all-characters`` the raw path is split first and each segment
+        decoded on its own.
+
+        Raises:
+            GatewayError: INVALID_ARGUMENT when a segment does not decode to UTF-8.
+        """
+        raw = self.scope.get("raw_path")
+        if self.app.config.path_unescaping == "legacy" or not raw:
+            return path[1:].split("/")
+        try:
+            return [unquote(part, errors="strict") for part in raw.decode("ascii")[1:].split("/")]
+        except UnicodeError:
+            raise GatewayError(code_pb2.INVALID_ARGUMENT, "invalid URL escape in path") from None
+
     def header(self, name: str) -> str | None:
         """Return the first value of a lower-case header name, or None."""
         for key, value in self.headers:
@@ -116,7 +135,7 @@ class Exchange:
             query = _join_query(await self._read_form(), query)
             method = override.upper()
             form_post = method == "POST"
-        match = self.app.router.lookup(method, path)
+        match = self.app.router.lookup_segments(method, self._path_segments(path))
         if match.status is LookupStatus.FOUND and match.route is not None:
             binding = match.route.target
             body = await self._read_body() if binding.body and not override else b""
@@ -145,7 +164,8 @@ class Exchange:
                 f"{binding.method.full_name} is client-streaming; the gateway serves only "
                 "unary and server-streaming rpcs",
             )
-        request = build_request(binding, body, params, query)
+        overrides = self.app.config.path_fields_in_query == "override"
+        request = build_request(binding, body, params, query, query_overrides_path=overrides)
         metadata = request_metadata(self.headers, _client_host(self.scope))
         _add_idempotency_key(request, metadata)
         timeout_s = self._timeout_s()

@@ -51,9 +51,17 @@ class RequestError(ValueError):
 
 
 def build_request(
-    binding: Binding, body: bytes, path_params: Mapping[str, str], query_string: str
+    binding: Binding,
+    body: bytes,
+    path_params: Mapping[str, str],
+    query_string: str,
+    *,
+    query_overrides_path: bool = False,
 ) -> Message:
     """Return the request message for ``binding``; see the module docstring for the rules.
+
+    With ``query_overrides_path`` (Envoy's behaviour), a query parameter naming a field
+    that a path variable set replaces the path value instead of being ignored.
 
     Raises:
         RequestError: malformed JSON, a value of the wrong type, a bad path variable or
@@ -70,7 +78,7 @@ def build_request(
     for field_path, text in path_params.items():
         _set_path_param(request, field_path, text)
     if binding.body != "*":
-        bound = [field_path.split(".") for field_path in path_params]
+        bound = [] if query_overrides_path else [path.split(".") for path in path_params]
         if binding.body:
             bound.append([binding.body])
         apply_query(request, query_string, bound)

@@ -290,7 +290,10 @@ class Router(Generic[T]):
         """
         if not path.startswith("/"):
             return RouteMatch(LookupStatus.NOT_FOUND)
-        components = path[1:].split("/")
+        return self.lookup_segments(method, path[1:].split("/"))
+
+    def lookup_segments(self, method: str, components: list[str]) -> RouteMatch[T]:
+        """Match a path already split into decoded segments (the part after each '/')."""
         other: RouteMatch[T] | None = None
         for route in self._routes:
             same_method = route.method == method

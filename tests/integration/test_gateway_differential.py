@@ -68,8 +68,12 @@ class _Stack:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.gateway_url = ""
+        self.options_url = ""
+        """A second gateway with every option set to Envoy's behaviour."""
         self.envoy: TranscoderEnvoy | None = None
         self._server: GatewayServer | None = None
+        self._options_server: GatewayServer | None = None
+        self._options_serving: asyncio.Future[None] | None = None
         self._serving: asyncio.Future[None] | None = None
         self._backend: EchoBackend | None = None
 
@@ -89,10 +93,25 @@ class _Stack:
         self._serving = asyncio.ensure_future(self._server.serve())
         await wait_for(self._gateway_started, START_TIMEOUT_S, "the gateway to start")
         self.gateway_url = f"http://127.0.0.1:{self._server.port}"
+        options = GatewayConfig(
+            upstream_grpc=address,
+            listen_address="127.0.0.1:0",
+            route_order="specificity",
+            path_unescaping="all-characters",
+            path_fields_in_query="override",
+        )
+        options_app = GatewayApp(options, bindings=load_source_bindings(source))
+        self._options_server = GatewayServer(options_app, options)
+        self._options_serving = asyncio.ensure_future(self._options_server.serve())
+        await wait_for(self._options_started, START_TIMEOUT_S, "the second gateway to start")
+        self.options_url = f"http://127.0.0.1:{self._options_server.port}"
         await self.envoy.wait_ready()
 
     async def _gateway_started(self) -> bool:
         return self._server is not None and self._server.started
+
+    async def _options_started(self) -> bool:
+        return self._options_server is not None and self._options_server.started
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(START_TIMEOUT_S)
@@ -103,9 +122,13 @@ class _Stack:
     async def _stop(self) -> None:
         if self.envoy is not None:
             self.envoy.stop()
-        if self._server is not None and self._serving is not None:
-            self._server.should_exit = True
-            await self._serving
+        for server, serving in (
+            (self._server, self._serving),
+            (self._options_server, self._options_serving),
+        ):
+            if server is not None and serving is not None:
+                server.should_exit = True
+                await serving
         if self._backend is not None:
             await self._backend.stop()
 
@@ -398,3 +421,20 @@ def test_differential_known(stacks: _Stack, case: Case, check: Any):
         gateway.rpc,
         gateway.headers.get("www-authenticate"),
     )
+
+
+ENVOY_OPTION_CASES = [
+    Case("overlap precedence", "GET", "/v1/overlap/special"),
+    Case("encoded slash", "GET", "/v1/everything/a%2Fb"),
+    Case("query overrides path", "GET", "/v1/everything/abc?id=other"),
+]
+"""Known differences that a gateway option turns into Envoy's behaviour."""
+
+
+@pytest.mark.parametrize("case", ENVOY_OPTION_CASES, ids=[c.name for c in ENVOY_OPTION_CASES])
+def test_envoy_options_match_envoy(stacks: _Stack, case: Case):
+    outcome = _send(stacks.options_url, case, "grpc-metadata-echo-method")
+    options = Outcome(outcome.status, _without_nulls(outcome.body), outcome.rpc)
+    envoy = _envoy(stacks, case)
+
+    assert (options.status, options.body, options.rpc) == (envoy.status, envoy.body, envoy.rpc)
