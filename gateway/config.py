@@ -38,6 +38,9 @@ class GatewayConfig:
 
     Go's net/http, under grpc-gateway, allows 1 MiB by default; Envoy allows 60 KiB.
     """
+    header_timeout_s: float = 10.0
+    """Seconds a client gets to send a request's line and headers, from the moment the
+    connection opened or the previous response ended; a slower one is disconnected."""
     body_timeout_s: float = 30.0
     """Seconds a client gets to send the whole request body; a slower one gets HTTP 408."""
     keep_alive_s: float = 5.0
@@ -81,6 +84,7 @@ class GatewayConfig:
             max_concurrent_requests=env.integer(PREFIX + "MAX_CONCURRENT_REQUESTS", 500, minimum=1),
             max_body_bytes=env.integer(PREFIX + "MAX_BODY_BYTES", 1024 * 1024, minimum=1),
             max_header_bytes=env.integer(PREFIX + "MAX_HEADER_BYTES", 64 * 1024, minimum=1024),
+            header_timeout_s=env.seconds(PREFIX + "HEADER_TIMEOUT_S", 10.0),
             body_timeout_s=env.seconds(PREFIX + "BODY_TIMEOUT_S", 30.0),
             keep_alive_s=env.seconds(PREFIX + "KEEP_ALIVE_S", 5.0),
             descriptor_set=environ.get(GATEWAY_PREFIX + "DESCRIPTOR_SET", ""),

@@ -24,6 +24,7 @@ import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config import GatewayConfig
+from gateway.protocol import HeaderDeadlineProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class GatewayServer(uvicorn.Server):
                 log_config=None,
                 access_log=False,
                 lifespan="on",
+                http=HeaderDeadlineProtocol.with_header_timeout(config.header_timeout_s),
                 timeout_graceful_shutdown=max(1, round(config.shutdown_grace_s)),
                 timeout_keep_alive=max(1, round(config.keep_alive_s)),
                 # Above this size h11 itself rejects the head with a plain-text 400; between

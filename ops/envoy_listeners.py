@@ -179,6 +179,7 @@ def front_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) ->
         # configured, so it forwards the caller's traceparent unchanged.
         "preserve_external_request_id": True,
         "normalize_path": True,
+        "request_headers_timeout": duration(tuning.front_request_headers_timeout_s),
         "merge_slashes": True,
         "access_log": _access_logs(access_log),
         "http_filters": [_router_filter()],

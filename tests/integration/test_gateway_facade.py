@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,57 @@ async def test_facade_body_timeout_408(tmp_path: Path):
     await backend.stop()
 
     assert head.startswith(b"HTTP/1.1 408")
+
+
+async def test_facade_slow_head_disconnected(tmp_path: Path):
+    """A client trickling its request head is cut off; a prompt one on the next
+    connection is served."""
+    path, source = load_test_source(tmp_path)
+    backend = EchoBackend(source)
+    address = await backend.start()
+    config = GatewayConfig(
+        upstream_grpc=address,
+        descriptor_set=str(path),
+        listen_address="127.0.0.1:0",
+        header_timeout_s=0.5,
+    )
+    server = GatewayServer(GatewayApp(config), config)
+    serving = asyncio.ensure_future(server.serve())
+
+    async def started() -> bool:
+        return bool(server.started)
+
+    await wait_for(started, 10.0, "the gateway to start")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    opened = time.monotonic()
+    writer.write(b"GET /v1/everything/abc HTTP/1.1\r\nhost: x\r\n")
+    closed_after_s = None
+    for _ in range(40):
+        try:
+            writer.write(b"x-slow: 1\r\n")
+            await writer.drain()
+        except ConnectionError:
+            closed_after_s = time.monotonic() - opened
+            break
+        if reader.at_eof() or await _closed(reader):
+            closed_after_s = time.monotonic() - opened
+            break
+    writer.close()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+        prompt = await client.get("/v1/everything/abc")
+    server.should_exit = True
+    await serving
+    await backend.stop()
+
+    assert closed_after_s is not None
+    assert 0.4 < closed_after_s < 3.0
+    assert prompt.status_code == 200
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    """Wait up to 0.1 s for the server to close the connection; True when it did."""
+    try:
+        data = await asyncio.wait_for(reader.read(1), timeout=0.1)
+    except TimeoutError:
+        return False
+    return data == b""

@@ -176,7 +176,8 @@ def test_health_check_service_names(config: dict[str, Any]) -> None:
         check = cluster["health_checks"][0]
         assert check["grpc_health_check"]["service_name"] == GRPC_SERVICE_NAMES[service]
         assert check["no_traffic_interval"] == check["interval"]
-        assert check["unhealthy_threshold"] == 2
+        assert check["unhealthy_threshold"] == 1
+        assert check["timeout"] == check["interval"] == "1s"
         assert check["healthy_threshold"] == 1
 
 
@@ -428,3 +429,9 @@ def test_long_running_no_per_try_timeout(config: dict[str, Any], path: str) -> N
 
     assert retry_tokens(route) == UNSENT_TOKENS
     assert "per_try_timeout" not in route["route"]["retry_policy"]
+
+
+def test_front_request_headers_timeout(config: dict[str, Any]) -> None:
+    manager = listener(config, "front")
+
+    assert manager["request_headers_timeout"] == "10s"
