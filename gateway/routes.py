@@ -19,6 +19,7 @@ verb-less template ``/api/status``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -93,9 +94,14 @@ class PathTemplate:
             for variable in self.variables
         }
 
+    @functools.cached_property
+    def fixed_width(self) -> int:
+        """Number of segments that take exactly one path component (all but ``**``)."""
+        return sum(1 for s in self.segments if s.kind is not SegmentKind.DEEP_WILDCARD)
+
     def _segment_spans(self, count: int) -> list[tuple[int, int]] | None:
         """Give each segment its component range; ``**`` takes whatever the others leave."""
-        fixed = sum(1 for s in self.segments if s.kind is not SegmentKind.DEEP_WILDCARD)
+        fixed = self.fixed_width
         spare = count - fixed
         has_deep = fixed != len(self.segments)
         if spare < 0 or (spare > 0 and not has_deep):
@@ -264,7 +270,11 @@ class RouteMatch(Generic[T]):
 
 
 class Router(Generic[T]):
-    """Find the route for a method and a decoded path, in the given ``RouteOrder``."""
+    """Find the route for a method and a decoded path, in the given ``RouteOrder``.
+
+    Lookups try only the routes whose first segment can match the path's first segment
+    (an index by literal first segment), in the same order as a scan of every route.
+    """
 
     def __init__(
         self, routes: Iterable[Route[T]], order: RouteOrder = RouteOrder.REGISTRATION
@@ -276,6 +286,13 @@ class Router(Generic[T]):
             indexed.sort(key=lambda item: (item[1].template.specificity, item[0]))
         self._routes = [route for _, route in indexed]
         self.order = order
+        self._by_first, self._any_first = _first_segment_index(self._routes)
+        # Position of the first route of each method whose verb a bare last segment names.
+        self._bare_verbs: dict[tuple[str, str], int] = {}
+        for position, route in enumerate(self._routes):
+            if route.template.verb:
+                key = (route.method, ":" + route.template.verb)
+                self._bare_verbs.setdefault(key, position)
 
     @property
     def routes(self) -> list[Route[T]]:
@@ -286,7 +303,7 @@ class Router(Generic[T]):
         """Match ``path`` (percent-decoded, starting with '/') for ``method``.
 
         As grpc-gateway: when the last segment is exactly ``:<verb>`` of a template of this
-        method, the path is not found, whatever other templates would match it.
+        method, the path is not found, whatever templates tried after that one would match.
         """
         if not path.startswith("/"):
             return RouteMatch(LookupStatus.NOT_FOUND)
@@ -294,20 +311,58 @@ class Router(Generic[T]):
 
     def lookup_segments(self, method: str, components: list[str]) -> RouteMatch[T]:
         """Match a path already split into decoded segments (the part after each '/')."""
+        bare_verb_at = self._bare_verbs.get((method, components[-1]), len(self._routes))
         other: RouteMatch[T] | None = None
-        for route in self._routes:
-            same_method = route.method == method
-            if same_method and _bare_verb(route.template, components[-1]):
+        for position, route in self._by_first.get(components[0], self._any_first):
+            if position >= bare_verb_at:
                 return RouteMatch(LookupStatus.NOT_FOUND)
             params = _match_route(route.template, components)
             if params is None:
                 continue
-            if same_method:
+            if route.method == method:
                 return RouteMatch(LookupStatus.FOUND, route, params)
             if other is None or (other.get_route is None and route.method == "GET"):
                 get_route = route if route.method == "GET" else None
                 other = RouteMatch(LookupStatus.METHOD_NOT_ALLOWED, None, params, get_route)
+        if bare_verb_at < len(self._routes):
+            return RouteMatch(LookupStatus.NOT_FOUND)
         return other or RouteMatch(LookupStatus.NOT_FOUND)
+
+
+Candidates = list[tuple[int, Route[T]]]
+
+
+def _first_segment_index(routes: list[Route[T]]) -> tuple[dict[str, Candidates[T]], Candidates[T]]:
+    """Return the candidates for each literal first segment, and for any other one.
+
+    A route whose first segment is literal can match only a path with that first
+    component, unless the verb is split off that same component (a one-segment template
+    with a verb); every other route is a candidate for every path. Each list keeps the
+    routes' order and their positions in it.
+    """
+    keyed: dict[str, Candidates[T]] = {}
+    anywhere: Candidates[T] = []
+    for position, route in enumerate(routes):
+        first = _literal_first(route.template)
+        if first is None:
+            anywhere.append((position, route))
+        else:
+            keyed.setdefault(first, [])
+    for position, route in enumerate(routes):
+        first = _literal_first(route.template)
+        for key, candidates in keyed.items():
+            if first is None or first == key:
+                candidates.append((position, route))
+    return keyed, anywhere
+
+
+def _literal_first(template: PathTemplate) -> str | None:
+    segment = template.segments[0]
+    if segment.kind is not SegmentKind.LITERAL:
+        return None
+    if template.verb and len(template.segments) == 1:
+        return None
+    return segment.text
 
 
 def _bare_verb(template: PathTemplate, last: str) -> bool:
