@@ -734,7 +734,10 @@ async def wait_for(check: Callable[[], Awaitable[bool]], what: str, timeout_s: f
 
 
 async def test_cold_key_1000_reads(tmp_path: Path, redis_url: str) -> None:
-    extra = {"ENVIOS_MAX_CONCURRENT_RPCS": "2000"}
+    # 1000 reads share 64 Redis connections. On a loaded machine a read can wait longer
+    # than the default 0.25 s for one, fall back and read the database after the shared
+    # read has finished, so the Redis timeout here is long enough that none times out.
+    extra = {"ENVIOS_MAX_CONCURRENT_RPCS": "2000", "ENVIOS_REDIS_TIMEOUT_S": "5"}
     async with running_service(tmp_path, redis_url, extra) as service:
         await service.create_shipment("cold")
         request = pb.GetShipmentStatusRequest(shipment_id="cold")
