@@ -10,7 +10,8 @@ sends before routing, each with a ``google.rpc.Status`` JSON body:
 
 ``GET /healthz`` returns 200 ``{"status": "SERVING"}``, or 503 ``{"status": "NOT_SERVING"}``
 once ``start_draining`` was called. ``GET /openapi.json`` returns the OpenAPI document of
-the routes. Neither counts against the concurrency limit.
+the routes. Neither counts against the concurrency limit. ``GET /track`` and ``/`` serve the
+shipment tracking page (see ``gateway.page``), which does count against it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.errors import GatewayError, status_json
 from gateway.exchange import Exchange, encode
 from gateway.marshal import CONTENT_TYPE, dumps
 from gateway.openapi import openapi_document
+from gateway.page import TrackingPage
 from gateway.routes import Route, RouteOrder, Router
 from gateway.upstream import Upstream
 
@@ -75,6 +77,7 @@ class GatewayApp:
         self.draining = False
         self.in_flight = 0
         self._openapi: bytes | None = None
+        self.page = TrackingPage()
 
     def log_routes(self) -> None:
         """Log the route table, one line per binding, in the order routes are tried."""
@@ -136,7 +139,11 @@ class GatewayApp:
             return
         self.in_flight += 1
         try:
-            await Exchange(self, scope, receive, send).run()
+            # The tracking page counts against the limit like the API it calls.
+            if self.page.handles(scope):
+                await self.page.serve(scope, send)
+            else:
+                await Exchange(self, scope, receive, send).run()
         finally:
             self.in_flight -= 1
 
