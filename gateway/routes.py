@@ -33,6 +33,10 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LITERAL = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=@]+")
 
 
+ROUTE_SCOPE_KEY = "envios.route"
+"""ASGI scope key under which the gateway stores the template of the route it served."""
+
+
 class TemplateError(ValueError):
     """Raised when a path template does not follow the ``google.api.http`` grammar."""
 
