@@ -28,6 +28,7 @@ from urllib.parse import unquote
 import grpc
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
+from opentelemetry import trace
 
 from gateway.bindings import Binding
 from gateway.errors import (
@@ -48,7 +49,8 @@ from gateway.metadata import (
     trailer_fields,
 )
 from gateway.request import RequestError, build_request
-from gateway.routes import LookupStatus
+from gateway.routes import ROUTE_SCOPE_KEY, LookupStatus
+from gateway.tracing import http_server_span, name_route, record_response
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp
@@ -79,9 +81,14 @@ class Exchange:
         self.with_trailers = accepts_trailers(self.headers)
         self.started = False
         self.pool: Any = None
+        self.span: trace.Span | None = None
 
     async def run(self) -> None:
         """Serve the request; every failure becomes a ``google.rpc.Status`` JSON response."""
+        with http_server_span(self.scope, self.headers) as self.span:
+            await self._serve()
+
+    async def _serve(self) -> None:
         try:
             await self._route()
         except GatewayError as error:
@@ -157,6 +164,8 @@ class Exchange:
 
     async def _call(self, binding: Binding, body: bytes, params: Any, query: str) -> None:
         self.pool = binding.pool
+        self.scope[ROUTE_SCOPE_KEY] = binding.template.source
+        name_route(self.span, binding.http_method, binding.template.source)
         if binding.client_streaming:
             # NOTE: client-streaming and bidirectional rpcs are not served over HTTP yet.
             raise GatewayError(
@@ -292,6 +301,7 @@ class Exchange:
 
     async def _start(self, status: int, headers: Headers, has_trailers: bool = False) -> None:
         self.started = True
+        record_response(self.span, status)
         message: dict[str, Any] = {
             "type": "http.response.start",
             "status": status,

@@ -24,6 +24,7 @@ import uvicorn
 
 from gateway.app import GatewayApp
 from gateway.config import GatewayConfig
+from gateway.metrics import MetricsMiddleware
 from gateway.protocol import HeaderDeadlineProtocol
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class GatewayServer(uvicorn.Server):
     def __init__(self, app: GatewayApp, config: GatewayConfig) -> None:
         super().__init__(
             uvicorn.Config(
-                app,
+                MetricsMiddleware(app),
                 host=config.host,
                 port=config.port,
                 log_config=None,

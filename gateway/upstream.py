@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 
 from gateway.bindings import Binding
 from gateway.metadata import Metadata
+from services.common.tracing_grpc import client_interceptors
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ class Upstream:
     def channel(self) -> grpc.aio.Channel:
         """The channel; created on first use because ``grpc.aio`` needs a running loop."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            self._channel = grpc.aio.insecure_channel(
+                self.target, options=self._options, interceptors=client_interceptors()
+            )
             logger.info("opened gRPC channel to %s", self.target)
         return self._channel
 

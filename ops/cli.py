@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ops import drill, envoy_config, grpc_call, replay, tasks_cli, traffic
+from ops import drill, envoy_config, grpc_call, key_numbers, replay, tasks_cli, traffic
 from ops.provision import ProvisionError, ensure_packages, find_binary, rabbitmq_server_binary
 from ops.stack import Stack, StackError, stack_from_environ
 from ops.topology import TopologyError
@@ -150,12 +150,20 @@ def _add_down(commands: Any) -> None:
 def _add_status(commands: Any) -> None:
     status = commands.add_parser(
         "status",
-        help="show processes, health and Envoy clusters",
+        help="show processes, health, Envoy clusters and key numbers",
         description="Show every process with its site, pid, state and health, the healthy "
-        "hosts of each Envoy cluster per site, and the stack's URLs. Exits 1 when the stack "
+        "hosts of each Envoy cluster per site, the stack's URLs, and key numbers measured "
+        "over --window-s: requests per second and error ratio per site, the serving site, "
+        "tasks in flight and queued, and the cache hit ratio. Exits 1 when the stack "
         "is not up or any process is not running or not healthy.",
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--window-s",
+        type=float,
+        default=1.0,
+        help="seconds between the two samples of the key numbers (default 1)",
+    )
     status.set_defaults(handler=_status)
 
 
@@ -197,11 +205,18 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    report = _stack(args).status()
+    stack = _stack(args)
+    report = stack.status()
+    numbers = None
+    if report["up"] and not stack.data_only:
+        numbers = key_numbers.measure(stack.topology, stack.envoy_admin_url, args.window_s)
+        report["key_numbers"] = key_numbers.as_dict(numbers)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         print(format_status(report))
+        if numbers is not None:
+            print("\n" + key_numbers.format_numbers(numbers))
     if not report["up"]:
         logger.error("envios is not up; start it with `envios up`")
         return 1

@@ -32,6 +32,7 @@ import yaml
 from ops.envoy_clusters import gateway_cluster, service_clusters
 from ops.envoy_listeners import front_listener, grpc_listener
 from ops.envoy_policy import DEFAULT_TUNING, TRAFFIC_RUNTIME_KEY, EnvoyTuning, Json, address
+from ops.envoy_tracing import EnvoyTracing
 from ops.topology import DEFAULT_TOPOLOGY_PATH, SERVICES, Topology, load_topology
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def render(
     access_log: bool = True,
     tuning: EnvoyTuning = DEFAULT_TUNING,
     runtime_root: Path | None = None,
+    tracing: EnvoyTracing | None = None,
 ) -> Json:
     """Return Envoy's static bootstrap for ``topology`` as a dict.
 
@@ -73,10 +75,13 @@ def render(
     With ``access_log=False`` neither listener writes access logs. With ``runtime_root``
     the runtime gets a disk layer read from ``runtime_root/current`` (see
     ``runtime_symlink``); the directory ``runtime_root`` must exist when Envoy starts.
+    With ``tracing`` both listeners trace requests and export their spans to the collector.
     """
     clusters = [gateway_cluster(topology, tuning)]
     for service in SERVICES:
         clusters += service_clusters(topology, service, tuning)
+    if tracing is not None:
+        clusters.append(tracing.collector_cluster())
     return {
         "node": {"id": "envios-envoy", "cluster": "envios"},
         "admin": {"address": address(topology.admin_port)},
@@ -84,8 +89,8 @@ def render(
         "overload_manager": _overload_manager(tuning),
         "static_resources": {
             "listeners": [
-                front_listener(topology, access_log, tuning),
-                grpc_listener(topology, access_log, tuning),
+                front_listener(topology, access_log, tuning, tracing),
+                grpc_listener(topology, access_log, tuning, tracing),
             ],
             "clusters": clusters,
         },
@@ -105,7 +110,13 @@ def to_yaml(config: Json) -> str:
     return GENERATED_HEADER + body
 
 
-def write(topology: Topology, path: Path, *, runtime_root: Path | None = None) -> Path:
+def write(
+    topology: Topology,
+    path: Path,
+    *,
+    runtime_root: Path | None = None,
+    tracing: EnvoyTracing | None = None,
+) -> Path:
     """Render ``topology`` with access logs, write it as YAML to ``path`` and return ``path``.
 
     With ``runtime_root`` the configuration reads a runtime disk layer from there, and the
@@ -113,7 +124,7 @@ def write(topology: Topology, path: Path, *, runtime_root: Path | None = None) -
     """
     if runtime_root is not None:
         runtime_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    config = render(topology, runtime_root=runtime_root)
+    config = render(topology, runtime_root=runtime_root, tracing=tracing)
     path.write_text(to_yaml(config), encoding="utf-8")
     return path
 

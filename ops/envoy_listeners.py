@@ -28,6 +28,7 @@ from ops.envoy_policy import (
     address,
     duration,
 )
+from ops.envoy_tracing import EnvoyTracing
 from ops.topology import GRPC_SERVICE_NAMES, SERVICES, Topology
 
 _TYPE = "type.googleapis.com/envoy."
@@ -168,15 +169,17 @@ def _status_body(grpc_code: int) -> Json:
     return {"json_format": body}
 
 
-def front_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -> Json:
-    manager = {
+def front_listener(
+    topology: Topology, access_log: bool, tuning: EnvoyTuning, tracing: EnvoyTracing | None = None
+) -> Json:
+    manager: Json = {
         "stat_prefix": "front",
         "codec_type": "AUTO",
         # The front listener is the edge: the client's address goes into x-forwarded-for.
         "use_remote_address": True,
         "generate_request_id": True,
-        # Keep a caller's x-request-id and generate one when absent. Envoy has no tracer
-        # configured, so it forwards the caller's traceparent unchanged.
+        # Keep a caller's x-request-id and generate one when absent. Without a tracer Envoy
+        # forwards the caller's traceparent unchanged; with one it sends its own span's.
         "preserve_external_request_id": True,
         "normalize_path": True,
         "request_headers_timeout": duration(tuning.front_request_headers_timeout_s),
@@ -191,10 +194,14 @@ def front_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) ->
             ],
         },
     }
+    if tracing is not None:
+        manager["tracing"] = tracing.connection_manager_tracing("envoy-front")
     return _listener("front", topology.front_port, manager)
 
 
-def grpc_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -> Json:
+def grpc_listener(
+    topology: Topology, access_log: bool, tuning: EnvoyTuning, tracing: EnvoyTracing | None = None
+) -> Json:
     grpc_stats = {
         "name": "envoy.filters.http.grpc_stats",
         "typed_config": {
@@ -203,7 +210,7 @@ def grpc_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -> 
             "replace_dots_in_grpc_service_name": True,
         },
     }
-    manager = {
+    manager: Json = {
         "stat_prefix": "grpc",
         "codec_type": "HTTP2",
         "generate_request_id": True,
@@ -216,6 +223,8 @@ def grpc_listener(topology: Topology, access_log: bool, tuning: EnvoyTuning) -> 
             ],
         },
     }
+    if tracing is not None:
+        manager["tracing"] = tracing.connection_manager_tracing("envoy-grpc")
     return _listener("grpc", topology.grpc_port, manager)
 
 

@@ -41,6 +41,7 @@ import httpx
 from supervisor.xmlrpc import SupervisorTransport
 
 from ops import envoy_config, health
+from ops.envoy_tracing import EnvoyTracing
 from ops.provision import (
     DataTier,
     Program,
@@ -249,7 +250,11 @@ class Stack:
         return programs
 
     def _app_environment(self, site: str, replica: str) -> dict[str, str]:
+        # The OpenTelemetry variables (exporter, endpoint, sampler, batch delays) go to every
+        # application process as they are; each sets its own service name and replica.
+        tracing = {name: value for name, value in self.environ.items() if name.startswith("OTEL_")}
         return {
+            **tracing,
             PREFIX + "SITE": site,
             PREFIX + "REPLICA": replica,
             PREFIX + "METRICS_ADDRESS": self.topology.metrics_endpoint(replica).address,
@@ -366,7 +371,10 @@ class Stack:
         prepare_state(self.state_dir, self.topology, self.data_tier)
         if not self.data_only:
             runtime_root = self.state_dir / "runtime"
-            envoy_config.write(self.topology, self.envoy_config_path, runtime_root=runtime_root)
+            tracing = EnvoyTracing.from_env(self.environ)
+            envoy_config.write(
+                self.topology, self.envoy_config_path, runtime_root=runtime_root, tracing=tracing
+            )
             envoy_config.validate(self.envoy_config_path)
         self.conf_path.write_text(self.render_supervisord_conf(), encoding="utf-8")
         self.conf_path.chmod(0o600)

@@ -9,6 +9,7 @@ two processes never deadlock upgrading a read lock.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sqlite3
 import time
@@ -63,8 +64,11 @@ class Database:
                 ``BUSY_TIMEOUT_MS`` or cannot be opened.
         """
         loop = asyncio.get_running_loop()
+        # The caller's context variables (the current trace span among them) go with the
+        # work, as ``asyncio.to_thread`` does, so outbox rows can record the trace context.
+        context = contextvars.copy_context()
         try:
-            return await loop.run_in_executor(self._executor, self._call, work)
+            return await loop.run_in_executor(self._executor, context.run, self._call, work)
         except sqlite3.OperationalError as error:
             logger.warning("database operation failed: %s", error)
             raise Unavailable(f"database unavailable: {error}") from error

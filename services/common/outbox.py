@@ -39,6 +39,7 @@ from services.common.amqp import (
     declare_topology,
 )
 from services.common.database import connect, now_us, sqlite_path
+from services.common.tracing import stored_headers
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,7 @@ class OutboxRelay:
                 delivery_mode=pika.DeliveryMode.Persistent,
                 content_type="application/json",
                 message_id=row["message_id"],
+                headers=stored_headers(row["headers"]),
             ),
             mandatory=True,
         )
@@ -248,7 +250,7 @@ class OutboxRelay:
 def unsent(database: sqlite3.Connection, limit: int) -> list[sqlite3.Row]:
     """Return up to ``limit`` unsent rows, oldest first."""
     return database.execute(
-        "SELECT seq, exchange, routing_key, message_id, body FROM outbox"
+        "SELECT seq, exchange, routing_key, message_id, body, headers FROM outbox"
         " WHERE sent_time_us IS NULL ORDER BY seq LIMIT ?",
         (limit,),
     ).fetchall()

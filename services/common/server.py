@@ -27,6 +27,9 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.config import ServerConfig
 from services.common.errors import ErrorMappingInterceptor
+from services.common.interceptors import ConcurrencyLimitInterceptor
+from services.common.metrics import ServerMetricsInterceptor
+from services.common.tracing_grpc import server_interceptors
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +66,15 @@ class GrpcServer:
         self.config = config
         self.app = app
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            options=[("grpc.so_reuseport", 0)],
-        )
+        # The metrics interceptor comes first so it also counts the limit's rejections; the
+        # tracing one (when tracing is on) comes before it so its span covers them all.
+        interceptors = [
+            *server_interceptors(),
+            ServerMetricsInterceptor(),
+            ConcurrencyLimitInterceptor(config.max_concurrent_rpcs),
+            ErrorMappingInterceptor(),
+        ]
+        self.server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         self.port = 0
         self._stopping: asyncio.Task[None] | None = None
 

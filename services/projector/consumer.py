@@ -25,6 +25,7 @@ import pika
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
+from services.common import tracing
 from services.common.amqp import connection_parameters
 from services.common.cache import CacheUnavailable, StatusCache
 from services.common.database import Database
@@ -116,7 +117,13 @@ class ProjectorConsumer:
                 if self._stopping.is_set():
                     break
                 if method is not None:
-                    self._handle(connection, channel, method, properties, body)
+                    with tracing.consumer_span(
+                        method.exchange,
+                        method.routing_key,
+                        properties.message_id or "",
+                        properties.headers,
+                    ):
+                        self._handle(connection, channel, method, properties, body)
             # Cancelling returns the delivered but unprocessed events to the queue.
             channel.cancel()
         finally:

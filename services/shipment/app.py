@@ -9,6 +9,7 @@ import grpc
 from envios.shipment.v1 import shipment_pb2, shipment_pb2_grpc
 
 from services.common.cache import SHIPMENT_KEY, StatusCache, put_quietly
+from services.common.cache_outages import OutageLog
 from services.common.config import (
     EnvReader,
     ServerConfig,
@@ -18,7 +19,9 @@ from services.common.config import (
 )
 from services.common.database import Database
 from services.common.outbox import OutboxRelay
+from services.shipment.audit import AuditingStore
 from services.shipment.domain import Change, ShipmentState
+from services.shipment.metrics import MeteredStore
 from services.shipment.servicer import ShipmentServicer
 from services.shipment.store import ShipmentStore, ShipmentView, SqliteShipmentStore
 
@@ -67,10 +70,17 @@ class CachingStore:
     """A ``ShipmentStore`` that writes each committed state through to the status cache
     and wakes the outbox relay."""
 
-    def __init__(self, inner: ShipmentStore, cache: StatusCache, relay: OutboxRelay | None) -> None:
+    def __init__(
+        self,
+        inner: ShipmentStore,
+        cache: StatusCache,
+        relay: OutboxRelay | None,
+        outages: OutageLog | None = None,
+    ) -> None:
         self.inner = inner
         self.cache = cache
         self.relay = relay
+        self.outages = outages
 
     async def create(self, state: ShipmentState, request_id: str, fingerprint: str) -> ShipmentView:
         return await self._written(await self.inner.create(state, request_id, fingerprint))
@@ -91,7 +101,7 @@ class CachingStore:
         if self.relay is not None:
             self.relay.notify()
         key = SHIPMENT_KEY.format(view.state.id)
-        await put_quietly(self.cache, key, view.state.version, cache_fields(view))
+        await put_quietly(self.cache, key, view.state.version, cache_fields(view), self.outages)
         return view
 
 
@@ -109,7 +119,10 @@ class ShipmentApp:
             if relay
             else None
         )
-        self.store = CachingStore(SqliteShipmentStore(self.database), self.cache, self.relay)
+        metered = MeteredStore(SqliteShipmentStore(self.database))
+        audited = AuditingStore(metered, config.server.site)
+        self.outages = OutageLog(self.database, config.server.replica, self.cache)
+        self.store = CachingStore(audited, self.cache, self.relay, self.outages)
 
     def register(self, server: grpc.aio.Server) -> None:
         shipment_pb2_grpc.add_ShipmentServiceServicer_to_server(
@@ -124,5 +137,6 @@ class ShipmentApp:
     async def close(self) -> None:
         if self.relay is not None:
             self.relay.stop()
+        await self.outages.close()
         await self.cache.close()
         await self.database.close()

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from services.common.database import Database, now_us
 from services.common.errors import Aborted, AlreadyExists, NotFound
+from services.common.tracing import message_headers
 from services.shipment.domain import Change, Outcome, ShipmentState, plan_change
 
 EVENTS_EXCHANGE = "envios.events"
@@ -45,6 +46,8 @@ class ShipmentView:
 
     state: ShipmentState
     history: list[TransitionRecord]
+    recorded: TransitionRecord | None = None
+    """The transition this call stored; ``None`` for reads and for idempotent replays."""
 
 
 class ShipmentStore(Protocol):
@@ -126,7 +129,7 @@ def _create(
     _record(c, state, event)
     view = _view(c, state)
     _remember(c, "create", request_id, fingerprint, view)
-    return view
+    return dataclasses.replace(view, recorded=event)
 
 
 def _update(
@@ -152,10 +155,11 @@ def _update(
     state = outcome.state or current
     if outcome.state is not None:
         _write_state(c, outcome.state, insert=False)
-    _record(c, state, _event(outcome, change, request_id, now))
+    event = _event(outcome, change, request_id, now)
+    _record(c, state, event)
     view = _view(c, state)
     _remember(c, "update", request_id, fingerprint, view)
-    return view
+    return dataclasses.replace(view, recorded=event)
 
 
 def _event(outcome: Outcome, change: Change, request_id: str, now: int) -> TransitionRecord:
@@ -223,15 +227,17 @@ def _record(c: sqlite3.Connection, state: ShipmentState, event: TransitionRecord
     )
     body = {"shipment_id": state.id, "version": state.version, **dataclasses.asdict(event)}
     body.pop("seq")
+    routing_key = f"shipment.{event.to_status}"
     c.execute(
-        "INSERT INTO outbox (exchange, routing_key, message_id, body, create_time_us)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO outbox (exchange, routing_key, message_id, body, create_time_us, headers)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
         (
             EVENTS_EXCHANGE,
-            f"shipment.{event.to_status}",
+            routing_key,
             uuid.uuid4().hex,
             json.dumps(body, sort_keys=True).encode(),
             event.record_time_us,
+            message_headers(EVENTS_EXCHANGE, routing_key),
         ),
     )
 

@@ -5,4 +5,4 @@ from services.status.app import StatusApp
 from services.status.config import StatusConfig
 
 if __name__ == "__main__":
-    run_service("status", StatusConfig.from_env, StatusApp)
+    run_service("status", StatusConfig.from_env, StatusApp, lambda app: [app.metrics.registry])

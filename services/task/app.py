@@ -10,6 +10,7 @@ from envios.shipment.v1 import shipment_pb2_grpc
 from envios.task.v1 import task_pb2, task_pb2_grpc
 
 from services.common.cache import StatusCache
+from services.common.cache_outages import OutageLog
 from services.common.config import (
     PREFIX,
     EnvReader,
@@ -21,6 +22,7 @@ from services.common.config import (
 )
 from services.common.database import Database
 from services.common.outbox import OutboxRelay
+from services.common.tracing_grpc import client_interceptors
 from services.task.executor import ExecutorSettings, TaskExecutor
 from services.task.run_here import LocalRunner
 from services.task.servicer import TaskServicer
@@ -78,9 +80,11 @@ class TaskApp:
         self.config = config
         self.database = Database(config.database_url)
         self.relay = OutboxRelay(config.database_url, config.amqp_url, config.server.replica)
-        self.store = SqliteTaskStore(self.database, config.tasks.names)
+        self.store = SqliteTaskStore(self.database, config.tasks.names, config.server.site)
         self.cache = StatusCache(config.redis_url)
-        self.channel = grpc.aio.insecure_channel(config.upstream_grpc)
+        self.channel = grpc.aio.insecure_channel(
+            config.upstream_grpc, interceptors=client_interceptors()
+        )
         settings = ExecutorSettings(
             worker=config.server.replica,
             task_timeout_s=config.tasks.task_timeout_s,
@@ -88,7 +92,8 @@ class TaskApp:
             time_scale=config.tasks.time_scale,
         )
         shipments = shipment_pb2_grpc.ShipmentServiceStub(self.channel)
-        executor = TaskExecutor(self.store, self.cache, shipments, settings)
+        self.outages = OutageLog(self.database, config.server.replica, self.cache)
+        executor = TaskExecutor(self.store, self.cache, shipments, settings, outages=self.outages)
         self.runner = LocalRunner(executor, self.store, config.run_slots)
 
     def register(self, server: grpc.aio.Server) -> None:
@@ -102,5 +107,6 @@ class TaskApp:
     async def close(self) -> None:
         self.relay.stop()
         await self.channel.close()
+        await self.outages.close()
         await self.cache.close()
         await self.database.close()

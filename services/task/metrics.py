@@ -1,16 +1,12 @@
 """Prometheus metrics of task execution, in the default ``prometheus_client`` registry.
 
-Defining the metrics does no I/O; ``serve_metrics`` exposes them over HTTP when a process
-asks for it (the worker does with ``ENVIOS_METRICS_ADDRESS``).
+Defining the metrics does no I/O; ``services.common.metrics.start_process_metrics`` serves
+them on ``ENVIOS_METRICS_ADDRESS`` in the worker.
 """
 
 from __future__ import annotations
 
-import logging
-
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-logger = logging.getLogger(__name__)
+from prometheus_client import Counter, Gauge, Histogram
 
 RUN_SECONDS = Histogram(
     "envios_task_attempt_duration_seconds",
@@ -23,6 +19,11 @@ IN_FLIGHT = Gauge("envios_tasks_in_flight", "Tasks this process is executing now
 QUEUE_DEPTH = Gauge(
     "envios_task_queue_depth", "Messages ready in the task queue at the last check.", ["queue"]
 )
+DEAD_LETTER_DEPTH = Gauge(
+    "envios_task_dead_letter_depth",
+    "Messages in the dead-letter queue at the last check; operators inspect and clear them.",
+    ["queue"],
+)
 RETRIES = Counter(
     "envios_task_retries_total", "Task attempts that failed transiently and were retried.", ["type"]
 )
@@ -30,10 +31,3 @@ DEAD_LETTERED = Counter(
     "envios_tasks_dead_lettered_total",
     "Task messages this process saw dead-lettered (and marked FAILED when still unfinished).",
 )
-
-
-def serve_metrics(address: str) -> None:
-    """Serve ``/metrics`` on ``host:port`` from a daemon thread."""
-    host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host)
-    logger.info("serving Prometheus metrics on %s", address)

@@ -14,12 +14,14 @@ import dataclasses
 import json
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.common.amqp import DEFAULT_NAMES, TaskQueueNames
 from services.common.database import Database, now_us
 from services.common.errors import AlreadyExists, NotFound
+from services.common.tracing import message_headers
+from services.task.audit import log_task_transition
 from services.task.model import TERMINAL_STATES, StepResult, TaskInput, TaskRecord
 
 
@@ -38,9 +40,13 @@ class NewTask:
 class SqliteTaskStore:
     """Tasks, their queue messages and their progress."""
 
-    def __init__(self, database: Database, names: TaskQueueNames = DEFAULT_NAMES) -> None:
+    def __init__(
+        self, database: Database, names: TaskQueueNames = DEFAULT_NAMES, site: str = ""
+    ) -> None:
         self.db = database
         self.names = names
+        self.site = site
+        """Site named in the audit event of each state change."""
 
     async def submit(self, new: NewTask) -> tuple[TaskRecord, bool]:
         """Record a QUEUED task (and its queue message when ``new.queued``).
@@ -52,7 +58,10 @@ class SqliteTaskStore:
             AlreadyExists: ``request_id`` was used for a different task.
             NotFound: a shipment id names no shipment.
         """
-        return await self.db.transaction(lambda c: _submit(c, new, self.names))
+        task, created = await self.db.transaction(lambda c: _submit(c, new, self.names))
+        if created:
+            log_task_transition(task, "", self.site)
+        return task, created
 
     async def get(self, task_id: str) -> TaskRecord:
         """Raises NotFound when no task has the id."""
@@ -60,7 +69,7 @@ class SqliteTaskStore:
 
     async def cancel(self, task_id: str) -> TaskRecord:
         """Cancel a queued or retrying task at once; ask a running one to stop at its next step."""
-        return await self.db.transaction(lambda c: _cancel(c, task_id))
+        return await self._transition(task_id, lambda c: _cancel(c, task_id))
 
     async def start_attempt(self, task_id: str, worker: str) -> TaskRecord:
         """Move a task to RUNNING and count the attempt.
@@ -68,7 +77,7 @@ class SqliteTaskStore:
         Returns the task unchanged when it is already final, or CANCELLED when a cancel
         was requested; callers run it only when the returned state is RUNNING.
         """
-        return await self.db.transaction(lambda c: _start(c, task_id, worker))
+        return await self._transition(task_id, lambda c: _start(c, task_id, worker))
 
     async def record_step(
         self, task_id: str, results: list[StepResult], progress: int
@@ -81,13 +90,23 @@ class SqliteTaskStore:
         self, task_id: str, state: str, error_code: int = 0, error_message: str = ""
     ) -> TaskRecord:
         """Set the final (or RETRYING) state of an attempt; a final task stays unchanged."""
-        return await self.db.transaction(
-            lambda c: _finish(c, task_id, state, error_code, error_message)
+        return await self._transition(
+            task_id, lambda c: _finish(c, task_id, state, error_code, error_message)
         )
 
     async def history(self, task_id: str, after_version: int) -> list[TaskRecord]:
         """Return the state-change snapshots newer than ``after_version``, oldest first."""
         return await self.db.run(lambda c: _history(c, task_id, after_version))
+
+    async def _transition(
+        self, task_id: str, work: Callable[[sqlite3.Connection], TaskRecord]
+    ) -> TaskRecord:
+        """Run ``work`` in a transaction; log an audit event after the commit if the state
+        changed."""
+        before, task = await self.db.transaction(lambda c: (_load(c, task_id).state, work(c)))
+        if task.state != before:
+            log_task_transition(task, before, self.site)
+        return task
 
 
 def _submit(c: sqlite3.Connection, new: NewTask, names: TaskQueueNames) -> tuple[TaskRecord, bool]:
@@ -113,10 +132,11 @@ def _submit(c: sqlite3.Connection, new: NewTask, names: TaskQueueNames) -> tuple
     )
     _snapshot(c, task.id)
     if new.queued:
+        headers = message_headers(names.exchange, names.routing_key)
         c.execute(
-            "INSERT INTO outbox (exchange, routing_key, message_id, body, create_time_us)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (names.exchange, names.routing_key, task.id, task_message(task.id), now),
+            "INSERT INTO outbox (exchange, routing_key, message_id, body, create_time_us, headers)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (names.exchange, names.routing_key, task.id, task_message(task.id), now, headers),
         )
     if new.request_id:
         c.execute(
@@ -277,6 +297,8 @@ def requeue_dead_lettered(c: sqlite3.Connection, task_id: str) -> TaskRecord | N
 
     Returns the task as stored afterwards, or None when no task has the id. A task in
     another state is returned unchanged, so the caller republishes only QUEUED ones.
+
+    NOTE: unlike the ``SqliteTaskStore`` methods, this change logs no audit event.
     """
     c.execute("BEGIN IMMEDIATE")
     try:

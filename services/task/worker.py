@@ -45,11 +45,16 @@ from envios.shipment.v1 import shipment_pb2_grpc
 from pika.adapters.blocking_connection import BlockingChannel
 from pika.exceptions import AMQPError
 
+from services.common import tracing
 from services.common.amqp import TopologyMismatch, connection_parameters, declare_topology
 from services.common.cache import StatusCache
+from services.common.cache_outages import OutageLog
 from services.common.config import ConfigError, describe
 from services.common.database import Database
 from services.common.logs import configure_logging
+from services.common.metrics import MetricsConfig, start_process_metrics
+from services.common.tracing import shutdown_tracing, start_tracing
+from services.common.tracing_grpc import client_interceptors
 from services.task import metrics
 from services.task.executor import ExecutorSettings, TaskExecutor
 from services.task.settings import WorkerConfig
@@ -62,7 +67,8 @@ logger = logging.getLogger(__name__)
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 10.0
 QUEUE_DEPTH_INTERVAL_S = 5.0
-"""How often the worker reads the task queue's depth for ``envios_task_queue_depth``."""
+"""How often the worker reads the depth of the task queue (``envios_task_queue_depth``) and
+of its dead-letter queue (``envios_task_dead_letter_depth``)."""
 
 
 class _Session:
@@ -186,8 +192,12 @@ class Worker:
     def _watch_queue_depth(self, session: _Session) -> None:
         if not session.channel.is_open:
             return
-        declared = session.channel.queue_declare(self.names.queue, passive=True)
-        metrics.QUEUE_DEPTH.labels(self.names.queue).set(declared.method.message_count)
+        for queue, gauge in (
+            (self.names.queue, metrics.QUEUE_DEPTH),
+            (self.names.dead_letter_queue, metrics.DEAD_LETTER_DEPTH),
+        ):
+            declared = session.channel.queue_declare(queue, passive=True)
+            gauge.labels(queue).set(declared.method.message_count)
         session.connection.call_later(
             QUEUE_DEPTH_INTERVAL_S, functools.partial(self._watch_queue_depth, session)
         )
@@ -222,7 +232,8 @@ class Worker:
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
         assert self.executor is not None
-        future = asyncio.run_coroutine_threadsafe(self.executor.execute(task_id), self.loop)
+        coroutine = self._execute(self.executor, task_id, method, properties)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         tag = method.delivery_tag
         session.running[tag] = future
         settle = functools.partial(self._settle, session, tag, task_id)
@@ -231,6 +242,13 @@ class Worker:
                 functools.partial(settle, done), f"task {task_id} settled"
             )
         )
+
+    @staticmethod
+    async def _execute(executor: TaskExecutor, task_id: str, method: Any, properties: Any) -> None:
+        """Run the task in a CONSUMER span that continues the trace which submitted it."""
+        headers = properties.headers
+        with tracing.consumer_span(method.exchange, method.routing_key, task_id, headers):
+            await executor.execute(task_id)
 
     def _settle(self, session: _Session, tag: int, task_id: str, future: Future[None]) -> None:
         session.running.pop(tag, None)
@@ -281,7 +299,9 @@ class Worker:
     async def _open(self) -> None:
         self._database = Database(self.config.database_url)
         await self._database.open()
-        self._channel = grpc.aio.insecure_channel(self.config.upstream_grpc)
+        self._channel = grpc.aio.insecure_channel(
+            self.config.upstream_grpc, interceptors=client_interceptors()
+        )
         self._cache = StatusCache(self.config.redis_url)
         stub = shipment_pb2_grpc.ShipmentServiceStub(self._channel)
         settings = ExecutorSettings(
@@ -290,11 +310,13 @@ class Worker:
             retry=self.config.tasks.retry,
             time_scale=self.config.tasks.time_scale,
         )
-        store = SqliteTaskStore(self._database, self.names)
-        self.executor = TaskExecutor(store, self._cache, stub, settings)
+        store = SqliteTaskStore(self._database, self.names, self.config.site)
+        self._outages = OutageLog(self._database, self.config.replica, self._cache)
+        self.executor = TaskExecutor(store, self._cache, stub, settings, outages=self._outages)
 
     async def _close(self) -> None:
         await self._channel.close()
+        await self._outages.close()
         await self._cache.close()
         await self._database.close()
 
@@ -328,8 +350,10 @@ def main() -> None:
         raise SystemExit(2) from error
     configure_logging(config.log_level, "task-worker", config.replica)
     logger.info("starting task worker with %s", describe(config))
-    if config.metrics_address:
-        metrics.serve_metrics(config.metrics_address)
+    start_tracing("task-worker", config.replica, config.site)
+    start_process_metrics(
+        MetricsConfig(config.metrics_address, "worker", config.site, config.replica)
+    )
     worker = Worker(config)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
@@ -338,6 +362,8 @@ def main() -> None:
     except TopologyMismatch as error:
         logger.error("worker %s cannot start: %s", config.replica, error)
         raise SystemExit(2) from error
+    finally:
+        shutdown_tracing()
     logger.info("worker %s stopped", config.replica)
 
 
