@@ -75,27 +75,30 @@ def _wait_http(url: str, timeout_s: float = 30.0) -> None:
 
 
 def _h2load(url: str, name: str, args: argparse.Namespace, log: Path) -> dict[str, float]:
-    method, path, body = REQUESTS[name]
     command = [
-        "h2load",
-        "--h1",
-        "-c",
-        str(args.connections),
+        *_h2load_command(url, name, args, log.with_suffix(".body")),
         "-D",
         str(args.duration),
         "--warm-up-time",
         "2",
-        "-H",
-        f":method: {method}",
         "--log-file",
         str(log),
     ]
+    subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    return _summarize(log, args.duration)
+
+
+def _h2load_command(
+    url: str, name: str, args: argparse.Namespace, body_path: Path | None = None
+) -> list[str]:
+    """Return h2load's arguments for request ``name``, without the duration options."""
+    method, path, body = REQUESTS[name]
+    command = ["h2load", "--h1", "-c", str(args.connections), "-H", f":method: {method}"]
     if body is not None:
-        data = log.with_suffix(".body")
+        data = body_path or Path(tempfile.mkdtemp(prefix="gateway-bench-")) / f"{name}.body"
         data.write_bytes(body)
         command += ["-d", str(data), "-H", "content-type: application/json"]
-    subprocess.run([*command, url + path], capture_output=True, text=True, check=True, timeout=600)
-    return _summarize(log, args.duration)
+    return [*command, url + path]
 
 
 def _summarize(log: Path, duration_s: float) -> dict[str, float]:
@@ -147,6 +150,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10, help="seconds per h2load run")
     parser.add_argument("--connections", type=int, default=32, help="h2load connections")
     parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy")
+    parser.add_argument(
+        "--profile-request",
+        choices=sorted(REQUESTS),
+        default="read",
+        help="request to drive while profiling (default read)",
+    )
     args = parser.parse_args()
 
     directory = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
@@ -172,17 +181,10 @@ def main() -> int:
                 )
         _print(results, args)
         if args.profile:
-            print("\nGateway profile during a read run (inclusive samples, py-spy):")
+            name = args.profile_request
+            print(f"\nGateway profile during a {name} run (inclusive samples, py-spy):")
             runner = subprocess.Popen(
-                [
-                    "h2load",
-                    "--h1",
-                    "-c",
-                    str(args.connections),
-                    "-D",
-                    str(args.duration + 4),
-                    gateway_url + REQUESTS["read"][1],
-                ],
+                [*_h2load_command(gateway_url, name, args), "-D", str(args.duration + 4)],
                 stdout=subprocess.DEVNULL,
             )
             time.sleep(2)

@@ -190,7 +190,9 @@ class Exchange:
     async def _read_body(self) -> bytes:
         timeout_s = self.app.config.body_timeout_s
         try:
-            return await asyncio.wait_for(self._receive_body(), timeout_s)
+            # asyncio.timeout, unlike wait_for, runs the read in this task: no task per body.
+            async with asyncio.timeout(timeout_s):
+                return await self._receive_body()
         except TimeoutError:
             raise GatewayError(
                 code_pb2.DEADLINE_EXCEEDED,

@@ -44,6 +44,13 @@ class GatewayServer(uvicorn.Server):
                 log_config=None,
                 access_log=False,
                 lifespan="on",
+                # The client address is the TCP peer (Envoy behind the front listener), as
+                # Go's RemoteAddr under grpc-gateway; metadata.py appends it to
+                # X-Forwarded-For. uvicorn's proxy-header rewriting would put the original
+                # caller there instead and list it twice.
+                proxy_headers=False,
+                # Go's net/http sends no Server header.
+                server_header=False,
                 http=HeaderDeadlineProtocol.with_header_timeout(config.header_timeout_s),
                 timeout_graceful_shutdown=max(1, round(config.shutdown_grace_s)),
                 timeout_keep_alive=max(1, round(config.keep_alive_s)),
