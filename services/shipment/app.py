@@ -19,9 +19,10 @@ from services.common.config import (
 )
 from services.common.database import Database
 from services.common.outbox import OutboxRelay
-from services.shipment.audit import AuditingStore
+from services.shipment.audit import AuditLog
 from services.shipment.domain import Change, ShipmentState
-from services.shipment.metrics import MeteredStore
+from services.shipment.metrics import default_transition_metrics
+from services.shipment.observed import ObservedStore
 from services.shipment.servicer import ShipmentServicer
 from services.shipment.store import ShipmentStore, ShipmentView, SqliteShipmentStore
 
@@ -119,10 +120,10 @@ class ShipmentApp:
             if relay
             else None
         )
-        metered = MeteredStore(SqliteShipmentStore(self.database))
-        audited = AuditingStore(metered, config.server.site)
+        observers = (default_transition_metrics(), AuditLog(config.server.site))
+        observed = ObservedStore(SqliteShipmentStore(self.database), observers)
         self.outages = OutageLog(self.database, config.server.replica, self.cache)
-        self.store = CachingStore(audited, self.cache, self.relay, self.outages)
+        self.store = CachingStore(observed, self.cache, self.relay, self.outages)
 
     def register(self, server: grpc.aio.Server) -> None:
         shipment_pb2_grpc.add_ShipmentServiceServicer_to_server(

@@ -12,8 +12,8 @@ from typing import Any
 
 from services.common.errors import Aborted, FailedPrecondition
 from services.common.logs import AUDIT_LOGGER
-from services.shipment.domain import Change, ShipmentState
-from services.shipment.store import ShipmentStore, ShipmentView, TransitionRecord
+from services.shipment.domain import Change
+from services.shipment.store import TransitionRecord
 
 APPLIED = "shipment-transition"
 """``event.action`` of a committed change that was applied."""
@@ -80,38 +80,16 @@ def _common(action: str, outcome: str, site: str) -> dict[str, Any]:
     }
 
 
-class AuditingStore:
-    """A ``ShipmentStore`` that logs an audit event after each committed write and each
-    rejected change.
+class AuditLog:
+    """A ``TransitionObserver`` that logs the audit event of every outcome it is told of."""
 
-    A retried request whose ``request_id`` was already applied returns the stored result
-    without a new record, so it logs nothing.
-    """
-
-    def __init__(self, inner: ShipmentStore, site: str) -> None:
-        self.inner = inner
+    def __init__(self, site: str) -> None:
         self.site = site
 
-    async def create(self, state: ShipmentState, request_id: str, fingerprint: str) -> ShipmentView:
-        return self._logged(await self.inner.create(state, request_id, fingerprint))
+    def recorded(self, shipment_id: str, version: int, record: TransitionRecord) -> None:
+        log_recorded(shipment_id, version, record, self.site)
 
-    async def update(
-        self, shipment_id: str, change: Change, request_id: str, fingerprint: str, etag: str
-    ) -> ShipmentView:
-        try:
-            view = await self.inner.update(shipment_id, change, request_id, fingerprint, etag)
-        except (FailedPrecondition, Aborted) as error:
-            log_rejected(shipment_id, change, error, self.site)
-            raise
-        return self._logged(view)
-
-    async def get(self, shipment_id: str) -> ShipmentView:
-        return await self.inner.get(shipment_id)
-
-    async def list(self, status: str, after_id: str, limit: int) -> list[ShipmentState]:
-        return await self.inner.list(status, after_id, limit)
-
-    def _logged(self, view: ShipmentView) -> ShipmentView:
-        if view.recorded is not None:
-            log_recorded(view.state.id, view.state.version, view.recorded, self.site)
-        return view
+    def rejected(
+        self, shipment_id: str, change: Change, error: FailedPrecondition | Aborted
+    ) -> None:
+        log_rejected(shipment_id, change, error, self.site)

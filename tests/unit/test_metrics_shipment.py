@@ -1,7 +1,8 @@
-"""Shipment transition counters of ``MeteredStore``."""
+"""Shipment transition counters: ``TransitionMetrics`` observing a store."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from services.common.errors import Aborted, FailedPrecondition
 from services.shipment.domain import Change, ShipmentState
-from services.shipment.metrics import MeteredStore, TransitionMetrics
+from services.shipment.metrics import TransitionMetrics
+from services.shipment.observed import ObservedStore
 from services.shipment.store import ShipmentView, TransitionRecord
 
 
@@ -52,15 +54,15 @@ class ScriptedStore:
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, Exception):
             raise outcome
-        state: Any = None
+        state: Any = SimpleNamespace(id="s1", version=1)
         return ShipmentView(state, [], outcome)
 
 
 def metered(
     outcomes: list[TransitionRecord | Exception | None],
-) -> tuple[MeteredStore, CollectorRegistry]:
+) -> tuple[ObservedStore, CollectorRegistry]:
     registry = CollectorRegistry()
-    return MeteredStore(ScriptedStore(outcomes), TransitionMetrics(registry)), registry
+    return ObservedStore(ScriptedStore(outcomes), [TransitionMetrics(registry)]), registry
 
 
 def transitions(registry: CollectorRegistry, from_status: str, to_status: str) -> float | None:
