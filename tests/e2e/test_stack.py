@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -11,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from ops import health
 from ops.cli import main as envios
 from ops.stack import Stack
+from ops.topology import HOST
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -185,6 +188,32 @@ def test_killed_primary_replica_calls_still_succeed(stack: Stack, http: httpx.Cl
     finally:
         stack.start_process(name)
         stack.wait_ready([name], timeout_s=60)
+
+
+def test_frozen_gateway_taken_out(stack: Stack, http: httpx.Client) -> None:
+    """A gateway that stops answering (SIGSTOP) leaves the front's rotation by health
+    check (1 s interval, 1 s timeout); later reads all go to the other one."""
+    shipment_id = new_id()
+    create(http, shipment_id)
+    gateway_2 = f"{HOST}:{stack.topology.gateway_ports[1]}"
+    stack.kill_process("gateway-2", signal.SIGSTOP, wait=False)
+    try:
+        deadline = time.monotonic() + 10.0
+        while gateway_healthy(stack, gateway_2):
+            assert time.monotonic() < deadline, "frozen gateway-2 still healthy after 10 s"
+            time.sleep(0.1)
+        with httpx.Client(base_url=stack.front_http_url, timeout=3) as quick:
+            late = [quick.get(f"/v1/shipments/{shipment_id}").status_code for _ in range(20)]
+    finally:
+        stack.kill_process("gateway-2", signal.SIGCONT, wait=False)
+        stack.wait_ready(["gateway-2", "envoy"], timeout_s=60)
+
+    assert late == [200] * 20
+
+
+def gateway_healthy(stack: Stack, address: str) -> bool:
+    hosts = health.envoy_hosts(stack.envoy_admin_url)
+    return any(host.address == address and host.healthy for host in hosts)
 
 
 def test_grpc_call_by_reflection_through_envoy(
