@@ -41,8 +41,20 @@ _INT64_TYPES = frozenset(
 _ANY = "google.protobuf.Any"
 _NULL_VALUE_ENUM = "google.protobuf.NullValue"
 
-# Field plan kinds.
-_MAP, _LIST, _MESSAGE, _SCALAR, _PRESENCE_SCALAR = range(5)
+# Field plan kinds. _PLAIN is a scalar printed as its Python value (string, bool, 32-bit
+# integer); _SCALAR needs ``_scalar`` (64-bit integers, floats, bytes, enums).
+_MAP, _LIST, _MESSAGE, _SCALAR, _PRESENCE_SCALAR, _PLAIN = range(6)
+_PLAIN_TYPES = frozenset(
+    (
+        FieldDescriptor.TYPE_STRING,
+        FieldDescriptor.TYPE_BOOL,
+        FieldDescriptor.TYPE_INT32,
+        FieldDescriptor.TYPE_UINT32,
+        FieldDescriptor.TYPE_SINT32,
+        FieldDescriptor.TYPE_FIXED32,
+        FieldDescriptor.TYPE_SFIXED32,
+    )
+)
 
 
 class MarshalError(TypeError):
@@ -64,7 +76,9 @@ def message_to_value(message: Message, pool: descriptor_pool.DescriptorPool | No
         return special(message, pool)
     value: dict[str, Any] = {}
     for name, json_name, kind, field in _plan(descriptor):
-        if kind is _SCALAR:
+        if kind is _PLAIN:
+            value[json_name] = getattr(message, name)
+        elif kind is _SCALAR:
             value[json_name] = _scalar(field, getattr(message, name))
         elif kind is _LIST:
             value[json_name] = [_element(field, item, pool) for item in getattr(message, name)]
@@ -126,7 +140,9 @@ def _kind(field: FieldDescriptor) -> int:
         return _LIST
     if field.message_type is not None:
         return _MESSAGE
-    return _PRESENCE_SCALAR if field.has_presence else _SCALAR
+    if field.has_presence:
+        return _PRESENCE_SCALAR
+    return _PLAIN if field.type in _PLAIN_TYPES else _SCALAR
 
 
 def _is_map(field: FieldDescriptor) -> bool:

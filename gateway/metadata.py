@@ -117,7 +117,8 @@ def _forwarded_entry(name: str, value: str) -> tuple[str, str | bytes] | None:
         return None
     if key.endswith("-bin"):
         return key, _decode_binary(name, value)
-    if not all(0x20 <= ord(ch) <= 0x7E for ch in value):
+    # Printable ASCII (0x20 to 0x7E) only, as gRPC requires of text metadata values.
+    if not (value.isascii() and value.isprintable()):
         return None
     return key, value
 

@@ -291,6 +291,7 @@ class Router(Generic[T]):
         self._routes = [route for _, route in indexed]
         self.order = order
         self._by_first, self._any_first = _first_segment_index(self._routes)
+        self._fitting: dict[tuple[str | None, int], Candidates[T]] = {}
         # Position of the first route of each method whose verb a bare last segment names.
         self._bare_verbs: dict[tuple[str, str], int] = {}
         for position, route in enumerate(self._routes):
@@ -317,7 +318,7 @@ class Router(Generic[T]):
         """Match a path already split into decoded segments (the part after each '/')."""
         bare_verb_at = self._bare_verbs.get((method, components[-1]), len(self._routes))
         other: RouteMatch[T] | None = None
-        for position, route in self._by_first.get(components[0], self._any_first):
+        for position, route in self._candidates(components[0], len(components)):
             if position >= bare_verb_at:
                 return RouteMatch(LookupStatus.NOT_FOUND)
             params = _match_route(route.template, components)
@@ -332,8 +333,31 @@ class Router(Generic[T]):
             return RouteMatch(LookupStatus.NOT_FOUND)
         return other or RouteMatch(LookupStatus.NOT_FOUND)
 
+    def _candidates(self, first: str, count: int) -> Candidates[T]:
+        """Return the routes that can match a path of ``count`` segments starting with
+        ``first``, in order; the lists are cached for up to ``MAX_CACHED_SHAPES`` shapes."""
+        key = (first if first in self._by_first else None, count)
+        fitting = self._fitting.get(key)
+        if fitting is None:
+            base = self._by_first.get(first, self._any_first)
+            fitting = [(position, route) for position, route in base if _fits(route, count)]
+            if len(self._fitting) < MAX_CACHED_SHAPES:
+                self._fitting[key] = fitting
+        return fitting
+
+
+MAX_CACHED_SHAPES = 1024
+"""Path shapes (first segment, segment count) whose candidate lists a router keeps."""
 
 Candidates = list[tuple[int, Route[T]]]
+
+
+def _fits(route: Route[T], count: int) -> bool:
+    """Return whether the template can match a path of ``count`` segments."""
+    template = route.template
+    fixed = template.fixed_width
+    has_deep = fixed != len(template.segments)
+    return count == fixed or (has_deep and count > fixed)
 
 
 def _first_segment_index(routes: list[Route[T]]) -> tuple[dict[str, Candidates[T]], Candidates[T]]:
