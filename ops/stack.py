@@ -57,6 +57,7 @@ from ops.topology import (
     DEFAULT_TOPOLOGY_PATH,
     GRPC_SERVICE_NAMES,
     HOST,
+    Site,
     Topology,
     free_ports,
     load_topology,
@@ -215,6 +216,7 @@ class Stack:
             for index in range(1, site.workers + 1):
                 name = f"worker-{site.name}-{index}"
                 environment = self._app_environment(site.name, name)
+                environment[PREFIX + "WORKER_PRIORITY"] = str(worker_priority(self.topology, site))
                 programs.append(
                     Program(name, command, "workers", 400, stop_wait_s, environment, site.name)
                 )
@@ -652,6 +654,19 @@ class Stack:
             yield xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         finally:
             transport.close()
+
+
+PRIMARY_WORKER_PRIORITY = 10
+"""Consumer priority of the primary site's task workers; the other sites' workers get 0."""
+
+
+def worker_priority(topology: Topology, site: Site) -> int:
+    """Return the task queue consumer priority of ``site``'s workers.
+
+    The primary's workers take every task while they have room; the secondary's stand by
+    and get tasks only while every primary worker is full or gone.
+    """
+    return PRIMARY_WORKER_PRIORITY if site.name == topology.primary.name else 0
 
 
 def _group_sections(programs: list[Program]) -> list[str]:

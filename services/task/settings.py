@@ -70,6 +70,10 @@ def _time_scale(env: EnvReader) -> float:
     return value
 
 
+MAX_CONSUMER_PRIORITY = 255
+"""Highest consumer priority this project sets; RabbitMQ compares priorities as integers."""
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """Configuration of one task worker process."""
@@ -85,6 +89,10 @@ class WorkerConfig:
     tasks: TaskSettings = TaskSettings()
     concurrency: int = 16
     """Tasks run at once (the AMQP prefetch count, ``ENVIOS_WORKER_CONCURRENCY``)."""
+    priority: int = 0
+    """Consumer priority on the task queue (``ENVIOS_WORKER_PRIORITY``, 0 to 255). RabbitMQ
+    gives a task to a lower-priority consumer only while every higher-priority consumer has
+    its prefetch full or is gone, so a site's workers with a lower priority stand by."""
     heartbeat_s: int = HEARTBEAT_S
     """AMQP heartbeat timeout (``ENVIOS_AMQP_HEARTBEAT_S``)."""
     consumer_timeout_s: float = CONSUMER_TIMEOUT_S
@@ -111,6 +119,7 @@ class WorkerConfig:
             upstream_grpc=read_upstream(env),
             tasks=TaskSettings.read(env, environ),
             concurrency=env.integer(PREFIX + "WORKER_CONCURRENCY", 16, minimum=1),
+            priority=env.integer(PREFIX + "WORKER_PRIORITY", 0),
             heartbeat_s=env.integer(PREFIX + "AMQP_HEARTBEAT_S", HEARTBEAT_S, minimum=1),
             consumer_timeout_s=env.seconds(PREFIX + "AMQP_CONSUMER_TIMEOUT_S", CONSUMER_TIMEOUT_S),
             stop_grace_s=env.seconds(PREFIX + "SHUTDOWN_GRACE_S", 10.0),
@@ -120,6 +129,11 @@ class WorkerConfig:
             ),
         )
         _check_hold(env, config)
+        if config.priority > MAX_CONSUMER_PRIORITY:
+            env.problems.append(
+                f"{PREFIX}WORKER_PRIORITY must be at most {MAX_CONSUMER_PRIORITY},"
+                f" got {config.priority}"
+            )
         env.check()
         return config
 

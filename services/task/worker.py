@@ -177,16 +177,21 @@ class Worker:
     def _start_consumers(self, session: _Session) -> None:
         channel = session.channel
         channel.basic_qos(prefetch_count=self.config.concurrency)
-        channel.basic_consume(self.names.queue, functools.partial(self._on_message, session))
+        channel.basic_consume(
+            self.names.queue,
+            functools.partial(self._on_message, session),
+            arguments={"x-priority": self.config.priority},
+        )
         channel.basic_consume(
             self.names.dead_letter_notify_queue, functools.partial(self._on_dead_letter, session)
         )
         self._watch_queue_depth(session)
         logger.info(
-            "worker %s consuming %s with prefetch %s",
+            "worker %s consuming %s with prefetch %s and priority %s",
             self.config.replica,
             self.names.queue,
             self.config.concurrency,
+            self.config.priority,
         )
 
     def _watch_queue_depth(self, session: _Session) -> None:

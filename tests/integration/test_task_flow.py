@@ -701,3 +701,43 @@ async def test_in_flight_metric_follows_task(task_stack: TaskStack) -> None:
         return REGISTRY.get_sample_value("envios_tasks_in_flight") == 0
 
     await eventually(drained)
+
+
+@pytest.mark.parametrize("worker_environ", [{"ENVIOS_WORKER_PRIORITY": "10"}])
+async def test_standby_worker_takes_over(task_stack: TaskStack, data_tier: DataTier) -> None:
+    """A worker of lower consumer priority gets no task while the higher one has room,
+    and every task once the higher one is gone."""
+    standby_environ = {
+        "ENVIOS_DATABASE_URL": f"sqlite:///{task_stack.database_path}",
+        "REDIS_URL": data_tier.redis_url,
+        "AMQP_URL": data_tier.amqp_url,
+        "ENVIOS_TASK_NAMESPACE": task_stack.names.namespace,
+        "ENVIOS_UPSTREAM_GRPC": "127.0.0.1:1",
+        "ENVIOS_REPLICA": "worker-standby-1",
+        "ENVIOS_WORKER_PRIORITY": "0",
+        **WORKER_ENVIRON,
+    }
+    standby = Worker(WorkerConfig.from_env(standby_environ))
+    thread = threading.Thread(target=standby.run, daemon=True)
+    thread.start()
+    assert await asyncio.to_thread(standby.consuming.wait, 30), "standby did not start consuming"
+    try:
+        first = await run_simulated(task_stack, 4)
+        task_stack.worker.stop()
+        second = await run_simulated(task_stack, 3)
+    finally:
+        standby.stop()
+        await asyncio.to_thread(thread.join, 30)
+
+    assert {task.worker for task in first} == {"worker-test-1"}
+    assert {task.worker for task in second} == {"worker-standby-1"}
+
+
+async def run_simulated(stack: TaskStack, count: int) -> list[task_pb2.Task]:
+    """Submit ``count`` short simulate tasks and return each once it succeeded."""
+    task = simulate(task_pb2.DurationDistribution(fixed=seconds(0.05)))
+    ids = []
+    for _ in range(count):
+        submitted = await stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task))
+        ids.append(submitted.id)
+    return [await wait_for_state(stack, task_id, task_pb2.Task.SUCCEEDED) for task_id in ids]

@@ -1,7 +1,10 @@
-"""Unit tests of the topology description: ports of every process."""
+"""Unit tests of the topology description and what each process gets from it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ops.stack import Stack
 from ops.topology import load_topology
 
 
@@ -21,3 +24,15 @@ def test_metrics_endpoints_move_with_free_ports() -> None:
     ports = topology.all_ports()
     assert len(set(ports)) == len(ports)
     assert topology.metrics_endpoint("gateway-1").port == topology.metrics_base_port
+
+
+def test_workers_priority_by_site(tmp_path: Path) -> None:
+    stack = Stack(load_topology(), tmp_path / "state", {})
+
+    priorities = {
+        program.name: program.environment["ENVIOS_WORKER_PRIORITY"]
+        for program in stack.programs()
+        if program.group == "workers" and program.name.startswith("worker-")
+    }
+
+    assert priorities == {"worker-primary-1": "10", "worker-secondary-1": "0"}
