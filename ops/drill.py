@@ -278,7 +278,7 @@ def add_parser(commands: Any, stack_factory: StackFactory) -> None:
         description="Bring the stack up when it is not (and down again afterwards), drive a "
         "paced load through the HTTP facade and gRPC, inject the fault, wait for recovery and "
         "write report.md, per_second.csv and timeline.png. Drills: "
-        + "; ".join(f"{drill.name}: {drill.description}" for drill in DRILLS.values()),
+        + " ".join(f"{drill.name}: {drill.description}" for drill in DRILLS.values()),
     )
     parser.add_argument("name", choices=sorted(DRILLS), metavar="NAME", help="drill to run")
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")

@@ -207,6 +207,13 @@ def per_second(
     return rows
 
 
+def _failed_latency(summary: DrillSummary) -> str:
+    if not sum(summary.failed_by_code.values()):
+        return "n/a (none failed)"
+    latency = summary.failed_latency
+    return f"{latency.p99_ms:.1f} ms / {latency.max_ms:.1f} ms"
+
+
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
 
@@ -230,8 +237,7 @@ def render_markdown(summary: DrillSummary, rows: Sequence[dict[str, float]]) -> 
         f"| first call back on the failed site after the restore | {_seconds(summary.return_s)} |",
         f"| failback time (restore to last call on the standby site) | "
         f"{_seconds(summary.failback_s)} |",
-        f"| latency of failed requests p99 / max | {summary.failed_latency.p99_ms:.1f} ms / "
-        f"{summary.failed_latency.max_ms:.1f} ms |",
+        f"| latency of failed requests p99 / max | {_failed_latency(summary)} |",
         f"| fault at / restore at / recovered at | {events.fault_s:.2f} s / "
         f"{events.restore_s:.2f} s / {events.recovered_s:.2f} s |",
     ]

@@ -9,7 +9,9 @@ Every application process's ``/metrics`` and Envoy's site cluster counters are r
   error codes of the OpenTelemetry gRPC conventions); NOT_FOUND, INVALID_ARGUMENT and the
   other caller mistakes are not errors;
 - which site serves: each site's share of the calls Envoy sent to the site clusters
-  (``upstream_rq_total``) during the window, and the configured split;
+  (``upstream_rq_total``) during the window, and the configured split. Without calls in
+  the window, the site Envoy would send the next call to: the first site, in the
+  configured order, with a healthy host;
 - tasks in flight, summed over the workers. Tasks queued and dead-lettered are queue
   depths that every worker reads, so the largest reading is shown;
 - cache hit ratio: status reads answered from Redis divided by all status reads, summed
@@ -27,7 +29,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops import traffic
+from ops import health, traffic
 from ops.topology import GRPC_SERVICE_NAMES, SERVICES, MetricsEndpoint, Topology
 
 logger = logging.getLogger(__name__)
@@ -74,12 +76,16 @@ class KeyNumbers:
     window_s: float
     sites: dict[str, SiteNumbers] = field(default_factory=dict)
     serving_site: str = ""
-    """Site with the largest share of Envoy's calls in the window; empty without calls."""
-    configured_secondary_percent: str = ""
-    """Envoy runtime value: percent of calls sent to the secondary site first."""
-    tasks_in_flight: float = 0.0
-    tasks_queued: float = 0.0
-    tasks_dead_lettered: float = 0.0
+    """Site with the largest share of Envoy's calls in the window, else the one health
+    checks would choose; empty when neither tells."""
+    serving_site_by: str = ""
+    """How ``serving_site`` was found: ``calls`` or ``health``."""
+    configured_secondary_percent: int | None = None
+    """Envoy runtime value: percent of calls sent to the secondary site first; None when
+    the admin API did not reply."""
+    tasks_in_flight: int = 0
+    tasks_queued: int = 0
+    tasks_dead_lettered: int = 0
     """Messages waiting in the dead-letter queue."""
     cache_hit_ratio: float | None = None
     """None before the first status read."""
@@ -143,7 +149,32 @@ def measure(topology: Topology, admin_url: str, window_s: float = 1.0) -> KeyNum
     _site_numbers(numbers, topology, endpoints, before, after, envoy_before, envoy_after)
     _task_and_cache_numbers(numbers, endpoints, after)
     numbers.configured_secondary_percent = _configured_percent(admin_url)
+    if numbers.serving_site:
+        numbers.serving_site_by = "calls"
+    else:
+        numbers.serving_site = _serving_by_health(topology, admin_url, numbers)
+        numbers.serving_site_by = "health" if numbers.serving_site else ""
     return numbers
+
+
+def _serving_by_health(topology: Topology, admin_url: str, numbers: KeyNumbers) -> str:
+    """Return the first site, in the configured order, with a healthy service host."""
+    try:
+        hosts = health.envoy_hosts(admin_url)
+    except (httpx.HTTPError, ValueError) as error:
+        logger.warning("Envoy admin /clusters failed: %r", error)
+        return ""
+    healthy = {host.address for host in hosts if host.healthy}
+    sites = list(topology.sites)
+    if numbers.configured_secondary_percent == 100:
+        sites.reverse()
+    for site in sites:
+        addresses = {
+            replica.address for replica in topology.replicas() if replica.site == site.name
+        }
+        if addresses & healthy:
+            return site.name
+    return ""
 
 
 def _scrape_all(endpoints: Iterable[MetricsEndpoint]) -> dict[str, Samples | None]:
@@ -222,10 +253,10 @@ def _task_and_cache_numbers(
         if not samples:
             continue
         if endpoint.job == "worker":
-            numbers.tasks_in_flight += total(samples, "envios_tasks_in_flight")
-            queued = total(samples, "envios_task_queue_depth")
+            numbers.tasks_in_flight += round(total(samples, "envios_tasks_in_flight"))
+            queued = round(total(samples, "envios_task_queue_depth"))
             numbers.tasks_queued = max(numbers.tasks_queued, queued)
-            dead = total(samples, "envios_task_dead_letter_depth")
+            dead = round(total(samples, "envios_task_dead_letter_depth"))
             numbers.tasks_dead_lettered = max(numbers.tasks_dead_lettered, dead)
         elif endpoint.job == "status":
             hits += total(samples, "envios_status_reads_total", source="cache")
@@ -233,12 +264,17 @@ def _task_and_cache_numbers(
     numbers.cache_hit_ratio = hits / reads if reads else None
 
 
-def _configured_percent(admin_url: str) -> str:
+def _configured_percent(admin_url: str) -> int | None:
     try:
-        return traffic.runtime_value(admin_url).final or "0"
+        value = traffic.runtime_value(admin_url).final or "0"
     except traffic.TrafficError as error:
         logger.warning("%s", error)
-        return ""
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        logger.warning("Envoy runtime value of the traffic split is not an integer: %r", value)
+        return None
 
 
 def as_dict(numbers: KeyNumbers) -> dict[str, Any]:
@@ -254,6 +290,7 @@ def as_dict(numbers: KeyNumbers) -> dict[str, Any]:
             for name, site in numbers.sites.items()
         },
         "serving_site": numbers.serving_site,
+        "serving_site_by": numbers.serving_site_by,
         "configured_secondary_percent": numbers.configured_secondary_percent,
         "tasks_in_flight": numbers.tasks_in_flight,
         "tasks_queued": numbers.tasks_queued,
@@ -270,15 +307,21 @@ def format_numbers(numbers: KeyNumbers) -> str:
         errors = f"{100 * site.error_ratio:.1f}%" if site.error_ratio is not None else "-"
         share = f"{100 * site.envoy_share:.1f}%" if site.envoy_share is not None else "-"
         lines.append(f"{name:<12} {site.requests_per_s:>8.1f} {errors:>8} {share:>12}")
-    serving = numbers.serving_site or "none (no calls in the window)"
-    configured = numbers.configured_secondary_percent or "unknown"
+    serving = numbers.serving_site or "unknown (no calls and no healthy host)"
+    if numbers.serving_site_by == "health":
+        serving += " (by health checks: no calls in the window)"
+    configured = (
+        "unknown"
+        if numbers.configured_secondary_percent is None
+        else str(numbers.configured_secondary_percent)
+    )
     hit_ratio = (
         f"{100 * numbers.cache_hit_ratio:.1f}%" if numbers.cache_hit_ratio is not None else "-"
     )
     lines += [
         f"serving site     {serving}; {configured}% of calls configured to the secondary first",
-        f"tasks            {numbers.tasks_in_flight:g} in flight, {numbers.tasks_queued:g} queued,"
-        f" {numbers.tasks_dead_lettered:g} dead-lettered",
+        f"tasks            {numbers.tasks_in_flight} in flight, {numbers.tasks_queued} queued,"
+        f" {numbers.tasks_dead_lettered} dead-lettered",
         f"cache hit ratio  {hit_ratio}",
         f"measured over    {numbers.window_s:g} s",
     ]
