@@ -276,8 +276,8 @@ class RouteMatch(Generic[T]):
 class Router(Generic[T]):
     """Find the route for a method and a decoded path, in the given ``RouteOrder``.
 
-    Lookups try only the routes whose first segment can match the path's first segment
-    (an index by literal first segment), in the same order as a scan of every route.
+    Lookups try only the routes whose first segment and width can fit the path, in the same
+    order as a scan of every route.
     """
 
     def __init__(
@@ -290,7 +290,8 @@ class Router(Generic[T]):
             indexed.sort(key=lambda item: (item[1].template.specificity, item[0]))
         self._routes = [route for _, route in indexed]
         self.order = order
-        self._by_first, self._any_first = _first_segment_index(self._routes)
+        self._firsts = [_literal_first(route.template) for route in self._routes]
+        self._literal_firsts = frozenset(first for first in self._firsts if first is not None)
         self._fitting: dict[tuple[str | None, int], Candidates[T]] = {}
         # Position of the first route of each method whose verb a bare last segment names.
         self._bare_verbs: dict[tuple[str, str], int] = {}
@@ -334,13 +335,18 @@ class Router(Generic[T]):
         return other or RouteMatch(LookupStatus.NOT_FOUND)
 
     def _candidates(self, first: str, count: int) -> Candidates[T]:
-        """Return the routes that can match a path of ``count`` segments starting with
-        ``first``, in order; the lists are cached for up to ``MAX_CACHED_SHAPES`` shapes."""
-        key = (first if first in self._by_first else None, count)
+        """Return, in order, the routes that can match a path of ``count`` segments that
+        starts with ``first``: a template whose first segment is literal fits only that
+        first segment. Lists are cached for up to ``MAX_CACHED_SHAPES`` path shapes."""
+        key = (first if first in self._literal_firsts else None, count)
         fitting = self._fitting.get(key)
         if fitting is None:
-            base = self._by_first.get(first, self._any_first)
-            fitting = [(position, route) for position, route in base if _fits(route, count)]
+            pairs = enumerate(zip(self._routes, self._firsts, strict=True))
+            fitting = [
+                (position, route)
+                for position, (route, literal) in pairs
+                if literal in (None, first) and _fits(route, count)
+            ]
             if len(self._fitting) < MAX_CACHED_SHAPES:
                 self._fitting[key] = fitting
         return fitting
@@ -358,30 +364,6 @@ def _fits(route: Route[T], count: int) -> bool:
     fixed = template.fixed_width
     has_deep = fixed != len(template.segments)
     return count == fixed or (has_deep and count > fixed)
-
-
-def _first_segment_index(routes: list[Route[T]]) -> tuple[dict[str, Candidates[T]], Candidates[T]]:
-    """Return the candidates for each literal first segment, and for any other one.
-
-    A route whose first segment is literal can match only a path with that first
-    component, unless the verb is split off that same component (a one-segment template
-    with a verb); every other route is a candidate for every path. Each list keeps the
-    routes' order and their positions in it.
-    """
-    keyed: dict[str, Candidates[T]] = {}
-    anywhere: Candidates[T] = []
-    for position, route in enumerate(routes):
-        first = _literal_first(route.template)
-        if first is None:
-            anywhere.append((position, route))
-        else:
-            keyed.setdefault(first, [])
-    for position, route in enumerate(routes):
-        first = _literal_first(route.template)
-        for key, candidates in keyed.items():
-            if first is None or first == key:
-                candidates.append((position, route))
-    return keyed, anywhere
 
 
 def _literal_first(template: PathTemplate) -> str | None:
