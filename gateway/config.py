@@ -39,8 +39,8 @@ class GatewayConfig:
     Go's net/http, under grpc-gateway, allows 1 MiB by default; Envoy allows 60 KiB.
     """
     header_timeout_s: float = 10.0
-    """Seconds a client gets to send a request's line and headers, from the moment the
-    connection opened or the previous response ended; a slower one is disconnected."""
+    """Seconds a client gets to send a request's line and headers, counted from the moment
+    the connection opened or the previous response ended. A slower client is disconnected."""
     body_timeout_s: float = 30.0
     """Seconds a client gets to send the whole request body; a slower one gets HTTP 408."""
     keep_alive_s: float = 5.0
@@ -58,8 +58,8 @@ class GatewayConfig:
     ``all-characters`` (Envoy's ``url_unescape_spec: ALL_CHARACTERS``: the path is split
     first and each segment decoded, so ``%2F`` becomes a ``/`` inside a variable's value)."""
     path_fields_in_query: str = "ignore"
-    """What a query parameter naming a field bound by the path does: ``ignore`` it
-    (grpc-gateway) or ``override`` the path value (Envoy's transcoder)."""
+    """Effect of a query parameter that names a field bound by the path: ``ignore`` drops
+    it (grpc-gateway), ``override`` replaces the path value (Envoy's transcoder)."""
     default_timeout_s: float = 60.0
     """Deadline of an upstream call when the request has no ``Grpc-Timeout`` header."""
     shutdown_grace_s: float = 10.0

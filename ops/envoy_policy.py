@@ -88,16 +88,16 @@ class EnvoyTuning:
     health_check_interval_s: float = 1.0
     """Active health check interval, also used while a cluster carries no traffic."""
     health_check_timeout_s: float = 1.0
-    """Time to wait for one health check response. A check that a frozen host never
-    answers fails after this long, so with one failure marking a host unhealthy, a freeze
-    is noticed within ``health_check_interval_s + health_check_timeout_s`` (2 s)."""
+    """Time to wait for one health check response. A check of a frozen host times out
+    after this long. Because one failure marks a host unhealthy, a freeze is noticed
+    within ``health_check_interval_s + health_check_timeout_s`` (2 s)."""
     unhealthy_threshold: int = 1
     """Failed health checks in a row that mark a host unhealthy. One failure is enough
     because a loopback health check that takes ``health_check_timeout_s`` (1 s) means the
     host is frozen or starved, and the next passing check makes it healthy again."""
     front_request_headers_timeout_s: float = 10.0
-    """Time a caller of the front listener gets to send a request's headers; a slower
-    caller is disconnected (Envoy has no such limit unless it is set)."""
+    """Time a caller of the front listener gets to send a request's headers. Envoy
+    disconnects a slower caller. Without this setting Envoy has no such limit."""
     front_route_timeout_s: float = 60.0
     """Whole-request timeout on the front listener, long enough for run-and-wait tasks."""
     num_retries: int = 3

@@ -76,10 +76,10 @@ class KeyNumbers:
     window_s: float
     sites: dict[str, SiteNumbers] = field(default_factory=dict)
     serving_site: str = ""
-    """Site with the largest share of Envoy's calls in the window, else the one health
-    checks would choose; empty when neither tells."""
+    """Site with the largest share of Envoy's calls in the window, else the first healthy
+    site in the configured order. Empty when there were no calls and no healthy host."""
     serving_site_by: str = ""
-    """How ``serving_site`` was found: ``calls`` or ``health``."""
+    """Source of ``serving_site``: ``calls``, ``health``, or empty."""
     configured_secondary_percent: int | None = None
     """Envoy runtime value: percent of calls sent to the secondary site first; None when
     the admin API did not reply."""

@@ -663,8 +663,8 @@ PRIMARY_WORKER_PRIORITY = 10
 def worker_priority(topology: Topology, site: Site) -> int:
     """Return the task queue consumer priority of ``site``'s workers.
 
-    The primary's workers take every task while they have room; the secondary's stand by
-    and get tasks only while every primary worker is full or gone.
+    The primary's workers take every task while they have room. The secondary's workers
+    stand by and get tasks only while every primary worker is full or gone.
     """
     return PRIMARY_WORKER_PRIORITY if site.name == topology.primary.name else 0
 

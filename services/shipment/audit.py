@@ -81,7 +81,7 @@ def _common(action: str, outcome: str, site: str) -> dict[str, Any]:
 
 
 class AuditLog:
-    """A ``TransitionObserver`` that logs the audit event of every outcome it is told of."""
+    """A ``TransitionObserver`` that logs one audit event per reported outcome."""
 
     def __init__(self, site: str) -> None:
         self.site = site

@@ -27,7 +27,7 @@ class TransitionObserver(Protocol):
 
 
 class ObservedStore:
-    """A ``ShipmentStore`` that tells ``observers`` about each write's outcome, in order."""
+    """A ``ShipmentStore`` that reports each write's outcome to ``observers``, in order."""
 
     def __init__(self, inner: ShipmentStore, observers: Sequence[TransitionObserver]) -> None:
         self.inner = inner

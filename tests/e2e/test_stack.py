@@ -191,8 +191,8 @@ def test_killed_primary_replica_calls_still_succeed(stack: Stack, http: httpx.Cl
 
 
 def test_frozen_gateway_taken_out(stack: Stack, http: httpx.Client) -> None:
-    """A gateway that stops answering (SIGSTOP) leaves the front's rotation by health
-    check (1 s interval, 1 s timeout); later reads all go to the other one."""
+    """A frozen gateway (SIGSTOP) leaves the front's rotation by health check (1 s
+    interval, 1 s timeout). Every later read goes to the other gateway."""
     shipment_id = new_id()
     create(http, shipment_id)
     gateway_2 = f"{HOST}:{stack.topology.gateway_ports[1]}"
