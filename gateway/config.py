@@ -53,10 +53,12 @@ class GatewayConfig:
     """Precedence among templates that match one path: ``grpc-gateway`` (the one declared
     last wins) or ``specificity`` (literal before ``*`` before ``**``, as Envoy's transcoder)."""
     path_unescaping: str = "legacy"
-    """How percent-escapes in the path are decoded: ``legacy`` (grpc-gateway's default:
-    the whole path is decoded before routing, so ``%2F`` separates segments) or
-    ``all-characters`` (Envoy's ``url_unescape_spec: ALL_CHARACTERS``: the path is split
-    first and each segment decoded, so ``%2F`` becomes a ``/`` inside a variable's value)."""
+    """Decoding of percent-escapes in the path, ``legacy`` or ``all-characters``.
+
+    ``legacy`` is grpc-gateway's default: the whole path is decoded before routing, so
+    ``%2F`` separates segments. ``all-characters`` is Envoy's ``url_unescape_spec:
+    ALL_CHARACTERS``: the path is split first and each segment decoded, so ``%2F`` becomes
+    a ``/`` inside a variable's value."""
     path_fields_in_query: str = "ignore"
     """Effect of a query parameter that names a field bound by the path: ``ignore`` drops
     it (grpc-gateway), ``override`` replaces the path value (Envoy's transcoder)."""

@@ -108,7 +108,7 @@ class Exchange:
         """Split the path after its leading '/' into decoded segments.
 
         In ``legacy`` unescaping the server's decoded path is split, so ``%2F`` separates
-        segments; in ``all-characters`` the raw path is split first and each segment
+        segments. In ``all-characters`` the raw path is split first and each segment is
         decoded on its own.
 
         Raises:

@@ -145,7 +145,7 @@ class StatusCache:
 
 
 class FailureRecorder(Protocol):
-    """Something told about each failed write-through (``cache_outages.OutageLog``)."""
+    """A recipient of each failed write-through (``cache_outages.OutageLog``)."""
 
     async def record_failure(self) -> None: ...
 

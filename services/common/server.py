@@ -66,8 +66,8 @@ class GrpcServer:
         self.config = config
         self.app = app
         self.health = health.aio.HealthServicer()
-        # The metrics interceptor comes first so it also counts the limit's rejections; the
-        # tracing one (when tracing is on) comes before it so its span covers them all.
+        # The metrics interceptor comes before the limit, so it also counts the limit's
+        # rejections. The tracing one (when tracing is on) comes first, so its span covers all.
         interceptors = [
             *server_interceptors(),
             ServerMetricsInterceptor(),

@@ -38,8 +38,8 @@ class StatusConfig:
     (``ENVIOS_CACHE_VERIFY_S``)."""
     outage_poll_s: float = 0.5
     """Interval between reads of the writers' cache outage records, in seconds
-    (``ENVIOS_CACHE_OUTAGE_POLL_S``); a reader may trust a stale entry for this long after
-    Redis returns when it received no read during the outage."""
+    (``ENVIOS_CACHE_OUTAGE_POLL_S``). A reader that received no read during an outage may
+    trust a stale entry for this long after Redis returns."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> StatusConfig:
