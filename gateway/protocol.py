@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with a deadline for the request head.
+"""uvicorn's httptools protocol with a deadline for the request head and coalesced writes.
 
 uvicorn bounds an idle keep-alive connection, but not a client that sends its request
 line and headers a few bytes at a time: every byte cancels the keep-alive timer, and
@@ -7,12 +7,17 @@ open for as long as it trickles. This protocol closes the connection when the he
 request is not complete ``header_timeout_s`` after the connection opened or the previous
 response ended, like Go's ``http.Server.ReadHeaderTimeout``. The
 request body has its own limit (``GatewayConfig.body_timeout_s``).
+
+uvicorn writes a response head and its body with two ``transport.write`` calls, and
+uvloop sends each one with its own system call. ``CoalescingTransport`` joins the writes
+made in one event loop iteration into one send, so a small response leaves in one segment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -34,7 +39,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         return type("HeaderDeadlineProtocol", (cls,), {"header_timeout_s": timeout_s})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._header_deadline: asyncio.TimerHandle | None = None
         self._arm_header_deadline()
 
@@ -73,3 +78,54 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
             self.header_timeout_s,
         )
         self.transport.close()
+
+
+class CoalescingTransport:
+    """A transport wrapper that sends the writes of one event loop iteration together.
+
+    ``write`` buffers its data and schedules one flush with ``call_soon``. ``close`` and
+    ``write_eof`` flush first, and ``abort`` drops what is buffered. Every other attribute
+    is the wrapped transport's.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        if not self._transport.is_closing():
+            self._transport.write(data)
