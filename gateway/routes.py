@@ -293,6 +293,7 @@ class Router(Generic[T]):
         self._firsts = [_literal_first(route.template) for route in self._routes]
         self._literal_firsts = frozenset(first for first in self._firsts if first is not None)
         self._fitting: dict[tuple[str | None, int], Candidates[T]] = {}
+        self._fitting_by_method: dict[tuple[str, str | None, int], Candidates[T]] = {}
         # Position of the first route of each method whose verb a bare last segment names.
         self._bare_verbs: dict[tuple[str, str], int] = {}
         for position, route in enumerate(self._routes):
@@ -318,6 +319,13 @@ class Router(Generic[T]):
     def lookup_segments(self, method: str, components: list[str]) -> RouteMatch[T]:
         """Match a path already split into decoded segments (the part after each '/')."""
         bare_verb_at = self._bare_verbs.get((method, components[-1]), len(self._routes))
+        for position, route in self._method_candidates(method, components[0], len(components)):
+            if position >= bare_verb_at:
+                break
+            params = _match_route(route.template, components)
+            if params is not None:
+                return RouteMatch(LookupStatus.FOUND, route, params)
+        # No route of this method matches: scan all methods to tell 404 from 405.
         other: RouteMatch[T] | None = None
         for position, route in self._candidates(components[0], len(components)):
             if position >= bare_verb_at:
@@ -325,8 +333,6 @@ class Router(Generic[T]):
             params = _match_route(route.template, components)
             if params is None:
                 continue
-            if route.method == method:
-                return RouteMatch(LookupStatus.FOUND, route, params)
             if other is None or (other.get_route is None and route.method == "GET"):
                 get_route = route if route.method == "GET" else None
                 other = RouteMatch(LookupStatus.METHOD_NOT_ALLOWED, None, params, get_route)
@@ -349,6 +355,19 @@ class Router(Generic[T]):
             ]
             if len(self._fitting) < MAX_CACHED_SHAPES:
                 self._fitting[key] = fitting
+        return fitting
+
+    def _method_candidates(self, method: str, first: str, count: int) -> Candidates[T]:
+        """Return the part of ``_candidates(first, count)`` with routes of ``method``."""
+        key = (method, first if first in self._literal_firsts else None, count)
+        fitting = self._fitting_by_method.get(key)
+        if fitting is None:
+            candidates = self._candidates(first, count)
+            fitting = [
+                (position, route) for position, route in candidates if route.method == method
+            ]
+            if len(self._fitting_by_method) < MAX_CACHED_SHAPES:
+                self._fitting_by_method[key] = fitting
         return fitting
 
 
