@@ -88,6 +88,7 @@ class MetricsMiddleware:
     def __init__(self, app: GatewayApp, metrics: HttpMetrics | None = None) -> None:
         self.app = app
         self.metrics = metrics if metrics is not None else default_http_metrics()
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,7 +111,20 @@ class MetricsMiddleware:
             self._record(scope, status, time.perf_counter() - began)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        method = scope["method"]
-        route = route_label(self.app, scope)
-        self.metrics.requests.labels(method, route, str(status)).inc()
-        self.metrics.duration.labels(method, route).observe(seconds)
+        key = (scope["method"], route_label(self.app, scope), status)
+        series = self._series.get(key)
+        if series is None:
+            method, route, _ = key
+            series = (
+                self.metrics.requests.labels(method, route, str(status)),
+                self.metrics.duration.labels(method, route),
+            )
+            if len(self._series) < MAX_CACHED_SERIES:
+                self._series[key] = series
+        requests, duration = series
+        requests.inc()
+        duration.observe(seconds)
+
+
+MAX_CACHED_SERIES = 1024
+"""(method, route, status) label sets whose counter and histogram a middleware keeps."""
