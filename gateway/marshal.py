@@ -21,13 +21,14 @@ can rely on the JSON value but not on its bytes. This module writes compact JSON
 from __future__ import annotations
 
 import base64
+import functools
 import math
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pool, field_mask_pb2, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.internal import type_checkers
 from google.protobuf.message import DecodeError, Message
@@ -220,6 +221,20 @@ def _json_string(message: Any, _pool: Any) -> Any:
     return message.ToJsonString()
 
 
+def _field_mask(message: Any, _pool: Any) -> str:
+    return ",".join(_json_path(path) for path in message.paths)
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_path(path: str) -> str:
+    """Return one field mask path in lowerCamel case, as ``FieldMask.ToJsonString`` does.
+
+    Raises:
+        ValueError: the path has an upper-case letter or a ``_`` not before a lower-case one.
+    """
+    return field_mask_pb2.FieldMask(paths=[path]).ToJsonString()
+
+
 def _wrapper(message: Any, _pool: Any) -> Any:
     field = message.DESCRIPTOR.fields_by_name["value"]
     return _scalar(field, message.value)
@@ -282,7 +297,7 @@ def _find_type(type_url: str, pool: Any) -> Descriptor:
 _WELL_KNOWN: dict[str, Callable[[Any, Any], Any]] = {
     "google.protobuf.Timestamp": _json_string,
     "google.protobuf.Duration": _json_string,
-    "google.protobuf.FieldMask": _json_string,
+    "google.protobuf.FieldMask": _field_mask,
     "google.protobuf.Struct": _struct,
     "google.protobuf.ListValue": _list_value,
     "google.protobuf.Value": _value,
