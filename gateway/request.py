@@ -40,6 +40,7 @@ from gateway.fields import (
     resolve_field_path,
     set_field,
 )
+from gateway.unmarshal import parse_dict
 
 _FIELD_MASK = "google.protobuf.FieldMask"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -124,7 +125,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def merge_body(request: Message, body: str, value: Any) -> None:
-    """Parse the decoded JSON ``value`` into the whole request or into the field ``body``."""
+    """Parse the decoded JSON ``value`` into the whole empty request or into its field ``body``."""
     descriptor = request.DESCRIPTOR
     if body == "*":
         _expect_object(value, descriptor.full_name)
@@ -135,7 +136,7 @@ def merge_body(request: Message, body: str, value: Any) -> None:
             _expect_object(value, field.message_type.full_name)
         document = {field.name: value}
     try:
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+        parse_dict(document, request)
     except json_format.ParseError as error:
         raise RequestError(f"invalid request body: {_tidy(str(error))}") from None
 
