@@ -58,7 +58,7 @@ class _Unplanned(Exception):
 
 
 class _FieldPlan:
-    """A planned field: its descriptor and the kind of JSON value it takes."""
+    """A planned field: its name, its number and the kind of JSON value it takes."""
 
     __slots__ = ("enum_numbers", "kind", "name", "number", "repeated")
 
