@@ -26,10 +26,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway_vs_envoy import REQUESTS  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 from google.protobuf.message import Message  # noqa: E402
 
-from benchmarks.gateway_vs_envoy import REQUESTS  # noqa: E402
 from gateway.app import GatewayApp  # noqa: E402
 from gateway.bindings import Binding, load_source_bindings  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
