@@ -7,8 +7,11 @@ whether the call is safe to repeat (see ``ops.envoy_policy``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
+from gateway.bindings import load_bindings
+from gateway.routes import PathTemplate, SegmentKind
 from ops.envoy_policy import (
     FRONT_IDEMPOTENCY_HEADER,
     FRONT_REQUEST_ID_PARAMETER,
@@ -116,12 +119,19 @@ def _front_routes(tuning: EnvoyTuning) -> list[Json]:
             {"name": FRONT_REQUEST_ID_PARAMETER, "string_match": {"safe_regex": {"regex": ".+"}}}
         ],
     }
-    get = {"prefix": "/", "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]}
-    routes = [
-        _front_route("keyed-write", keyed, FRONT_SAFE_RETRY_ON, tuning),
-        _front_route("read", get, FRONT_SAFE_RETRY_ON, tuning),
-        _front_route("call", {"prefix": "/"}, UNSENT_RETRY_ON, tuning),
-    ]
+    get_method = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    get = {"prefix": "/", "headers": get_method}
+    routes = [_front_route("keyed-write", keyed, FRONT_SAFE_RETRY_ON, tuning)]
+    for template in streaming_get_templates():
+        stream = {"safe_regex": {"regex": template_regex(template)}, "headers": get_method}
+        routes.append(
+            _front_route("stream " + template.source, stream, FRONT_SAFE_RETRY_ON, tuning)
+        )
+    read = _front_route("read", get, FRONT_SAFE_RETRY_ON, tuning)
+    read["route"]["retry_policy"]["per_try_idle_timeout"] = duration(
+        tuning.front_read_idle_timeout_s
+    )
+    routes += [read, _front_route("call", {"prefix": "/"}, UNSENT_RETRY_ON, tuning)]
     return [{**route, "request_headers_to_remove": [FRONT_IDEMPOTENCY_HEADER]} for route in routes]
 
 
@@ -132,6 +142,36 @@ def _front_route(name: str, match: Json, retry_on: Sequence[str], tuning: EnvoyT
         "retry_policy": _retry_policy(retry_on, tuning, priorities=0),
     }
     return {"name": name, "match": match, "route": action}
+
+
+def streaming_get_templates() -> list[PathTemplate]:
+    """Return the path templates of the gateway's GET bindings to server-streaming rpcs."""
+    return [
+        binding.template
+        for binding in load_bindings()
+        if binding.server_streaming and binding.http_method == "GET"
+    ]
+
+
+def template_regex(template: PathTemplate) -> str:
+    """Return an RE2 expression that matches the paths of ``template`` (without the query).
+
+    ``*`` matches one non-empty segment and ``**`` anything after its slash. Envoy's
+    ``safe_regex`` path match must cover the whole path.
+
+    NOTE: the gateway also lets ``**`` match no segment at all (``/files`` for
+    ``/files/{path=**}``), which this expression does not match.
+    """
+    parts = []
+    for segment in template.segments:
+        if segment.kind is SegmentKind.LITERAL:
+            parts.append(re.escape(segment.text))
+        elif segment.kind is SegmentKind.WILDCARD:
+            parts.append("[^/]+")
+        else:
+            parts.append(".*")
+    verb = ":" + re.escape(template.verb) if template.verb else ""
+    return "/" + "/".join(parts) + verb
 
 
 def _local_reply_config() -> Json:

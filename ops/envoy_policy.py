@@ -100,6 +100,13 @@ class EnvoyTuning:
     disconnects a slower caller. Without this setting Envoy has no such limit."""
     front_route_timeout_s: float = 60.0
     """Whole-request timeout on the front listener, long enough for run-and-wait tasks."""
+    front_read_idle_timeout_s: float = 3.0
+    """Time one attempt of a front GET request may receive no response bytes. Envoy then
+    resets it and retries on the other gateway, so a read sent to a gateway that froze
+    before a health check took it out waits this long, not the whole route timeout. It is
+    longer than one attempt of the gateway's read call (``read_per_try_timeout_s``) plus
+    a quick retry. Server-streaming GET routes, which may be quiet between messages, get
+    no idle timeout."""
     num_retries: int = 3
     """Retries per call after the first attempt."""
     read_per_try_timeout_s: float = 2.0

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from ops import health
+from ops import health, traffic
 from ops.cli import main as envios
 from ops.stack import Stack
 from ops.topology import HOST
@@ -209,6 +211,60 @@ def test_frozen_gateway_taken_out(stack: Stack, http: httpx.Client) -> None:
         stack.wait_ready(["gateway-2", "envoy"], timeout_s=60)
 
     assert late == [200] * 20
+
+
+def test_read_on_frozen_gateway_retried(stack: Stack, http: httpx.Client) -> None:
+    """Reads already sent to a gateway when it froze are retried on the other one after
+    the front's per-try idle timeout (3 s), not left waiting for the 60 s route timeout."""
+    shipment_id = new_id()
+    create(http, shipment_id)
+    idle_timeouts = "cluster.gateway.upstream_rq_per_try_idle_timeout"
+    before = traffic.cluster_stats(stack.envoy_admin_url).get(idle_timeouts, 0)
+    url = f"{stack.front_http_url}/v1/shipments/{shipment_id}"
+
+    def read(_: int) -> int:
+        # 15 s is far below the route timeout, so a read left on the frozen gateway fails.
+        return httpx.get(url, timeout=15).status_code
+
+    stack.kill_process("gateway-2", signal.SIGSTOP, wait=False)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(read, range(8)))
+        after = traffic.cluster_stats(stack.envoy_admin_url).get(idle_timeouts, 0)
+    finally:
+        stack.kill_process("gateway-2", signal.SIGCONT, wait=False)
+        stack.wait_ready(["gateway-2", "envoy"], timeout_s=60)
+
+    assert statuses == [200] * 8
+    assert after > before, "no read reached the frozen gateway"
+
+
+def test_quiet_watch_stream_not_cut(stack: Stack, http: httpx.Client) -> None:
+    """A task watch may be quiet for longer than the front's read idle timeout (3 s)
+    while its task works. The stream must still reach the final state."""
+    shipment_id = new_id()
+    create(http, shipment_id)
+    task = {
+        "type": "transition",
+        "shipmentIds": [shipment_id],
+        "targetStatus": "handling",
+        "workDuration": "4.5s",
+    }
+    response = http.post("/api/tarea-concurrente", json=task)
+    assert response.status_code == 200, response.text
+    task_id = response.json()["id"]
+
+    arrivals: list[float] = []
+    states: list[str] = []
+    with http.stream("GET", f"/v1/tasks/{task_id}:watch") as stream:
+        assert stream.status_code == 200
+        for line in stream.iter_lines():
+            arrivals.append(time.monotonic())
+            states.append(json.loads(line)["result"]["state"])
+
+    longest_gap = max(later - earlier for earlier, later in itertools.pairwise(arrivals))
+    assert states[-1] == "SUCCEEDED", states
+    assert longest_gap > 3.0, f"the stream was never quiet for 3 s: {states}"
 
 
 def gateway_healthy(stack: Stack, address: str) -> bool:

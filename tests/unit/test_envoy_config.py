@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ops import envoy_config, envoy_policy
+from gateway.routes import parse_template
+from ops import envoy_config, envoy_listeners, envoy_policy
 from ops.topology import DEFAULT_TOPOLOGY_PATH, GRPC_SERVICE_NAMES, SERVICES, load_topology
 
 ENVOY_DIR = DEFAULT_TOPOLOGY_PATH.parent
@@ -391,7 +393,7 @@ def test_front_keyed_write_retries_after_reset(config: dict[str, Any]) -> None:
     routes = front_routes(config)
     keyed = routes["keyed-write"]
 
-    assert list(routes) == ["keyed-write", "read", "call"]
+    assert list(routes) == ["keyed-write", WATCH_ROUTE, "read", "call"]
     assert keyed["match"]["query_parameters"][0]["name"] == "requestId"
     assert "request_headers_to_add" not in keyed
     assert "reset" in keyed["route"]["retry_policy"]["retry_on"].split(",")
@@ -400,10 +402,47 @@ def test_front_keyed_write_retries_after_reset(config: dict[str, Any]) -> None:
 def test_front_other_routes_drop_header(config: dict[str, Any]) -> None:
     routes = front_routes(config)
 
-    for name in ("keyed-write", "read", "call"):
+    for name in ("keyed-write", WATCH_ROUTE, "read", "call"):
         assert routes[name]["request_headers_to_remove"] == ["grpc-metadata-idempotency-key"]
     assert "reset" in routes["read"]["route"]["retry_policy"]["retry_on"].split(",")
     assert "reset" not in routes["call"]["route"]["retry_policy"]["retry_on"].split(",")
+
+
+WATCH_ROUTE = "stream /v1/tasks/{id}:watch"
+
+
+def test_front_read_idle_timeout(config: dict[str, Any]) -> None:
+    routes = front_routes(config)
+
+    assert routes["read"]["route"]["retry_policy"]["per_try_idle_timeout"] == "3s"
+    for name in ("keyed-write", WATCH_ROUTE, "call"):
+        assert "per_try_idle_timeout" not in routes[name]["route"]["retry_policy"]
+
+
+def test_front_watch_route_matches_streams(config: dict[str, Any]) -> None:
+    match = front_routes(config)[WATCH_ROUTE]["match"]
+    regex = re.compile(match["safe_regex"]["regex"])
+
+    assert match["headers"] == [{"name": ":method", "string_match": {"exact": "GET"}}]
+    assert regex.fullmatch("/v1/tasks/t-1:watch")
+    assert not regex.fullmatch("/v1/tasks/t-1")
+    assert not regex.fullmatch("/v1/tasks/a/b:watch")
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "matches"),
+    [
+        ("/v1/{name=shelves/*/books/*}:stream", "/v1/shelves/s1/books/b.1:stream", True),
+        ("/v1/{name=shelves/*/books/*}:stream", "/v1/shelves/s1/books:stream", False),
+        ("/files/{path=**}", "/files/a/b/c.txt", True),
+        ("/a.b/{x}", "/a.b/1", True),
+        ("/a.b/{x}", "/aXb/1", False),
+    ],
+)
+def test_template_regex(template: str, path: str, matches: bool) -> None:
+    regex = envoy_listeners.template_regex(parse_template(template))
+
+    assert bool(re.fullmatch(regex, path)) is matches
 
 
 def test_front_local_reply_json(config: dict[str, Any]) -> None:
