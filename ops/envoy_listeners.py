@@ -186,7 +186,7 @@ def _local_reply_config() -> Json:
         "status_code": 429,
         "body_format_override": _status_body(LOCAL_REPLY_GRPC_CODES[429]),
     }
-    mappers = [overflow]
+    mappers = [_page_unavailable_mapper(), overflow]
     for http_status, grpc_code in LOCAL_REPLY_GRPC_CODES.items():
         status_filter = {
             "status_code_filter": {
@@ -202,6 +202,72 @@ def _local_reply_config() -> Json:
         }
         mappers.append({"filter": status_filter, "body_format_override": _status_body(grpc_code)})
     return {"mappers": mappers, "body_format": _status_body(GRPC_UNKNOWN)}
+
+
+PAGE_UNAVAILABLE_HTML = """<!doctype html>
+<html lang="es">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="30">
+<title>Seguimiento de envíos / Shipment tracking</title>
+</head>
+<body>
+<h1>Seguimiento de envíos</h1>
+<p>La página no está disponible en este momento. Se volverá a cargar sola en 30 segundos.</p>
+<h1 lang="en">Shipment tracking</h1>
+<p lang="en">The page is not available right now. It will reload by itself in 30 seconds.</p>
+</body>
+</html>
+"""
+"""Page the front listener sends for the tracking page when no gateway can serve it."""
+
+PAGE_PATHS_REGEX = r"/(track)?([/?].*)?"
+"""``:path`` values of the tracking page, its files and ``/`` (the query string included)."""
+
+
+def _page_unavailable_mapper() -> Json:
+    """Return a mapper that turns Envoy's 503 for the tracking page into ``PAGE_UNAVAILABLE_HTML``.
+
+    A browser that opens ``/track`` while every gateway is down gets a page in both languages
+    that reloads itself, not the JSON body meant for API callers. Only GET and HEAD
+    requests get it, the methods the gateway serves the page to.
+    """
+    page_path = {
+        "header_filter": {
+            "header": {"name": ":path", "string_match": {"safe_regex": {"regex": PAGE_PATHS_REGEX}}}
+        }
+    }
+    page_method = {
+        "header_filter": {
+            "header": {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}
+        }
+    }
+    unavailable = {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": 503, "runtime_key": "envios.front.local_reply.page"},
+            }
+        }
+    }
+    return {
+        "filter": {"and_filter": {"filters": [unavailable, page_method, page_path]}},
+        "headers_to_add": [
+            {
+                "header": {"key": "cache-control", "value": "no-store"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+            {
+                "header": {"key": "retry-after", "value": "30"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+        ],
+        "body_format_override": {
+            "text_format_source": {"inline_string": PAGE_UNAVAILABLE_HTML},
+            "content_type": "text/html; charset=UTF-8",
+        },
+    }
 
 
 def _status_body(grpc_code: int) -> Json:

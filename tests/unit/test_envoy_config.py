@@ -447,14 +447,19 @@ def test_template_regex(template: str, path: str, matches: bool) -> None:
 
 def test_front_local_reply_json(config: dict[str, Any]) -> None:
     reply = listener(config, "front")["local_reply_config"]
-    overflow = reply["mappers"][0]
+    page, overflow = reply["mappers"][:2]
+
+    page_body = page["body_format_override"]
+    assert page_body["content_type"] == "text/html; charset=UTF-8"
+    # Envoy reads "%" in a text format as the start of a command operator.
+    assert "%" not in page_body["text_format_source"]["inline_string"]
 
     assert overflow["filter"] == {"response_flag_filter": {"flags": ["UO"]}}
     assert overflow["status_code"] == 429
     assert overflow["body_format_override"]["json_format"]["code"] == 8
     unavailable = next(
         mapper
-        for mapper in reply["mappers"][1:]
+        for mapper in reply["mappers"][2:]
         if mapper["filter"]["status_code_filter"]["comparison"]["value"]["default_value"] == 503
     )
     assert unavailable["body_format_override"]["json_format"]["code"] == 14
