@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ops.topology import HOST
+from services.common.traffic import TRAFFIC_RUNTIME_KEY as TRAFFIC_RUNTIME_KEY
 
 Json = dict[str, Any]
 
@@ -61,12 +62,6 @@ FRONT_IDEMPOTENCY_HEADER = "grpc-metadata-" + IDEMPOTENCY_HEADER
 FRONT_REQUEST_ID_PARAMETER = "requestId"
 """Query parameter of the HTTP facade that fills a write's ``request_id`` field."""
 
-TRAFFIC_RUNTIME_KEY = "envios.traffic.secondary_percent"
-"""Runtime key: percentage (0-100) of gRPC calls sent to the secondary site first.
-
-0 is normal operation. 100 is a full manual failover. Either way, calls fall back to the
-other site when the first one has no healthy host.
-"""
 
 SECONDARY_FIRST_SUFFIX = "_secondary_first"
 """Suffix of the aggregate cluster that lists a service's secondary site first."""

@@ -30,6 +30,7 @@ from ops.envoy_clusters import site_cluster_name
 from ops.envoy_policy import TRAFFIC_RUNTIME_KEY
 from ops.stack import Stack
 from ops.topology import SERVICES, Topology
+from services.common.traffic import runtime_entry
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +124,8 @@ def runtime_value(admin_url: str) -> RuntimeValue:
     Raises:
         TrafficError: when the admin API is unreachable or returns an error.
     """
-    document = _admin_json(admin_url, "/runtime")
-    entry = document.get("entries", {}).get(TRAFFIC_RUNTIME_KEY, {})
-    names = document.get("layers", [])
-    values = entry.get("layer_values", [""] * len(names))
-    return RuntimeValue(str(entry.get("final_value", "")), dict(zip(names, values, strict=False)))
+    final, layers = runtime_entry(_admin_json(admin_url, "/runtime"))
+    return RuntimeValue(final, layers)
 
 
 def runtime_root(stack: Stack) -> Path:
@@ -305,7 +303,8 @@ def add_parser(commands: Any, stack_factory: StackFactory) -> None:
         "traffic",
         help="shift traffic between sites and show the split",
         description=f"Change or show the runtime key {TRAFFIC_RUNTIME_KEY}: the percentage of "
-        "calls sent to the secondary site first. Failover to the other site stays automatic.",
+        "calls sent to the secondary site first. Task workers follow it within a second. "
+        "Failover to the other site stays automatic.",
     )
     actions = traffic.add_subparsers(dest="traffic_command", required=True, metavar="ACTION")
     shift = actions.add_parser(
