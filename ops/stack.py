@@ -216,7 +216,10 @@ class Stack:
             for index in range(1, site.workers + 1):
                 name = f"worker-{site.name}-{index}"
                 environment = self._app_environment(site.name, name)
-                environment[PREFIX + "WORKER_PRIORITY"] = str(worker_priority(self.topology, site))
+                priority, shifted = worker_priorities(self.topology, site)
+                environment[PREFIX + "WORKER_PRIORITY"] = str(priority)
+                environment[PREFIX + "WORKER_SHIFTED_PRIORITY"] = str(shifted)
+                environment[PREFIX + "TRAFFIC_ADMIN_URL"] = self.envoy_admin_url
                 programs.append(
                     Program(name, command, "workers", 400, stop_wait_s, environment, site.name)
                 )
@@ -656,17 +659,22 @@ class Stack:
             transport.close()
 
 
-PRIMARY_WORKER_PRIORITY = 10
-"""Consumer priority of the primary site's task workers; the other sites' workers get 0."""
+PREFERRED_WORKER_PRIORITY = 10
+"""Consumer priority of the task workers of the site that takes tasks first."""
 
 
-def worker_priority(topology: Topology, site: Site) -> int:
-    """Return the task queue consumer priority of ``site``'s workers.
+def worker_priorities(topology: Topology, site: Site) -> tuple[int, int]:
+    """Return the task queue consumer priorities of ``site``'s workers: normal and shifted.
 
-    The primary's workers take every task while they have room. The secondary's workers
-    stand by and get tasks only while every primary worker is full or gone.
+    Normally the primary's workers take every task while they have room, and the others
+    stand by: they get tasks only while every primary worker is full or gone. The shifted
+    priorities apply while ``envios traffic shift`` sends every call to the secondary
+    first, and swap the roles of the two sites. During a partial shift the workers of both
+    sites take tasks in turn (see ``WorkerConfig.priority_for``).
     """
-    return PRIMARY_WORKER_PRIORITY if site.name == topology.primary.name else 0
+    normal = PREFERRED_WORKER_PRIORITY if site.name == topology.primary.name else 0
+    shifted = PREFERRED_WORKER_PRIORITY if site.name == topology.secondary.name else 0
+    return normal, shifted
 
 
 def _group_sections(programs: list[Program]) -> list[str]:

@@ -31,3 +31,7 @@ DEAD_LETTERED = Counter(
     "envios_tasks_dead_lettered_total",
     "Task messages this process saw dead-lettered (and marked FAILED when still unfinished).",
 )
+CONSUMER_PRIORITY = Gauge(
+    "envios_task_consumer_priority",
+    "RabbitMQ consumer priority of this worker on the task queue; it follows the traffic split.",
+)

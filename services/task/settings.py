@@ -93,6 +93,15 @@ class WorkerConfig:
     """Consumer priority on the task queue (``ENVIOS_WORKER_PRIORITY``, 0 to 255). RabbitMQ
     gives a task to a lower-priority consumer only while every higher-priority consumer has
     its prefetch full or is gone, so a site's workers with a lower priority stand by."""
+    shifted_priority: int | None = None
+    """Consumer priority while the operator sends every call to the secondary site first
+    (``ENVIOS_WORKER_SHIFTED_PRIORITY``). None keeps ``priority``. While the split is
+    partial, a worker takes the higher of the two, so the sites share the tasks."""
+    traffic_admin_url: str = ""
+    """Envoy admin URL whose runtime the worker polls for the traffic split
+    (``ENVIOS_TRAFFIC_ADMIN_URL``); empty to keep ``priority`` whatever the split."""
+    traffic_poll_s: float = 1.0
+    """Interval between two reads of the traffic split (``ENVIOS_TRAFFIC_POLL_S``)."""
     heartbeat_s: int = HEARTBEAT_S
     """AMQP heartbeat timeout (``ENVIOS_AMQP_HEARTBEAT_S``)."""
     consumer_timeout_s: float = CONSUMER_TIMEOUT_S
@@ -120,6 +129,9 @@ class WorkerConfig:
             tasks=TaskSettings.read(env, environ),
             concurrency=env.integer(PREFIX + "WORKER_CONCURRENCY", 16, minimum=1),
             priority=env.integer(PREFIX + "WORKER_PRIORITY", 0),
+            shifted_priority=_optional_integer(env, environ, PREFIX + "WORKER_SHIFTED_PRIORITY"),
+            traffic_admin_url=_optional_url(env, environ, PREFIX + "TRAFFIC_ADMIN_URL"),
+            traffic_poll_s=env.seconds(PREFIX + "TRAFFIC_POLL_S", 1.0),
             heartbeat_s=env.integer(PREFIX + "AMQP_HEARTBEAT_S", HEARTBEAT_S, minimum=1),
             consumer_timeout_s=env.seconds(PREFIX + "AMQP_CONSUMER_TIMEOUT_S", CONSUMER_TIMEOUT_S),
             stop_grace_s=env.seconds(PREFIX + "SHUTDOWN_GRACE_S", 10.0),
@@ -129,17 +141,45 @@ class WorkerConfig:
             ),
         )
         _check_hold(env, config)
-        if config.priority > MAX_CONSUMER_PRIORITY:
+        for name, priority in (
+            ("WORKER_PRIORITY", config.priority),
+            ("WORKER_SHIFTED_PRIORITY", config.shifted_priority or 0),
+        ):
+            if priority > MAX_CONSUMER_PRIORITY:
+                env.problems.append(
+                    f"{PREFIX}{name} must be at most {MAX_CONSUMER_PRIORITY}, got {priority}"
+                )
+        if config.traffic_poll_s <= 0:
             env.problems.append(
-                f"{PREFIX}WORKER_PRIORITY must be at most {MAX_CONSUMER_PRIORITY},"
-                f" got {config.priority}"
+                f"{PREFIX}TRAFFIC_POLL_S must be more than 0 s, got {config.traffic_poll_s:g}"
             )
         env.check()
         return config
 
+    def priority_for(self, secondary_percent: int) -> int:
+        """Return the consumer priority for the percentage of calls sent to the secondary first.
+
+        0 gives ``priority`` and 100 gives ``shifted_priority``. A partial split gives the
+        higher of the two, so the workers of both sites take tasks in turn.
+        """
+        shifted = self.priority if self.shifted_priority is None else self.shifted_priority
+        if secondary_percent <= 0:
+            return self.priority
+        if secondary_percent >= 100:
+            return shifted
+        return max(self.priority, shifted)
+
 
 def _optional_address(env: EnvReader, environ: Mapping[str, str], name: str) -> str:
     return env.address(name) if environ.get(name) else ""
+
+
+def _optional_url(env: EnvReader, environ: Mapping[str, str], name: str) -> str:
+    return env.url(name, ("http",)) if environ.get(name) else ""
+
+
+def _optional_integer(env: EnvReader, environ: Mapping[str, str], name: str) -> int | None:
+    return env.integer(name, 0) if environ.get(name) else None
 
 
 def _check_hold(env: EnvReader, config: WorkerConfig) -> None:

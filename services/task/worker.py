@@ -6,6 +6,9 @@ Threads and ownership:
   ``concurrency`` (RabbitMQ hands a worker a new task only when it has a free slot) and
   keeps heartbeats flowing, because no callback on it ever blocks.
 - An asyncio loop on a second thread runs the tasks, so many 1-5 s tasks overlap.
+- With ``traffic_admin_url`` set, the asyncio loop also reads the traffic split from
+  Envoy's admin API. When it calls for another consumer priority, the connection's thread
+  replaces the task consumer (see ``Worker._change_priority``).
 - When a task finishes, its ack (or nack) is handed back to the connection's thread with
   ``add_callback_threadsafe``, the only pika call that is safe from another thread. The ack
   is sent only after the task's final state is committed. A delivery tag is only acked on
@@ -35,11 +38,13 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import grpc
+import httpx
 import pika
 from envios.shipment.v1 import shipment_pb2_grpc
 from pika.adapters.blocking_connection import BlockingChannel
@@ -55,6 +60,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import MetricsConfig, start_process_metrics
 from services.common.tracing import shutdown_tracing, start_tracing
 from services.common.tracing_grpc import client_interceptors
+from services.common.traffic import read_secondary_percent
 from services.task import metrics
 from services.task.executor import ExecutorSettings, TaskExecutor
 from services.task.settings import WorkerConfig
@@ -66,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 10.0
+TRAFFIC_READ_TIMEOUT_S = 1.0
+"""Timeout of one read of Envoy's admin runtime, which is on loopback."""
 QUEUE_DEPTH_INTERVAL_S = 5.0
 """How often the worker reads the depth of the task queue (``envios_task_queue_depth``) and
 of its dead-letter queue (``envios_task_dead_letter_depth``)."""
@@ -78,6 +86,10 @@ class _Session:
         self.connection = connection
         self.channel = channel
         self.running: dict[int, Future[None]] = {}
+        self.waiting: deque[tuple[Any, Any, str]] = deque()
+        """Deliveries (method, properties, task id) held until a task slot is free."""
+        self.consumer_tag = ""
+        self.priority = 0
 
     def call_threadsafe(self, callback: Callable[[], None], what: str) -> None:
         try:
@@ -103,6 +115,15 @@ class Worker:
         """Connections opened so far; more than one means the worker reconnected."""
         self.consuming = threading.Event()
         """Set while the worker consumes (tests wait for it)."""
+        self.priority = config.priority
+        """Consumer priority for the current traffic split; new consumers take it."""
+        self._traffic_task: asyncio.Task[None] | None = None
+
+    @property
+    def consumer_priority(self) -> int | None:
+        """Priority of the task consumer on the broker now; None before the first one."""
+        session = self._session
+        return session.priority if session is not None and session.consumer_tag else None
 
     def run(self) -> None:
         """Consume until ``stop()``; reconnect with capped backoff after a lost connection.
@@ -177,11 +198,7 @@ class Worker:
     def _start_consumers(self, session: _Session) -> None:
         channel = session.channel
         channel.basic_qos(prefetch_count=self.config.concurrency)
-        channel.basic_consume(
-            self.names.queue,
-            functools.partial(self._on_message, session),
-            arguments={"x-priority": self.config.priority},
-        )
+        self._consume_tasks(session, self.priority)
         channel.basic_consume(
             self.names.dead_letter_notify_queue, functools.partial(self._on_dead_letter, session)
         )
@@ -191,8 +208,94 @@ class Worker:
             self.config.replica,
             self.names.queue,
             self.config.concurrency,
-            self.config.priority,
+            session.priority,
         )
+
+    def _consume_tasks(self, session: _Session, priority: int) -> None:
+        session.consumer_tag = session.channel.basic_consume(
+            self.names.queue,
+            functools.partial(self._on_message, session),
+            arguments={"x-priority": priority},
+        )
+        session.priority = priority
+        metrics.CONSUMER_PRIORITY.set(priority)
+
+    def _change_priority(self, session: _Session) -> None:
+        """Replace the task consumer with one of priority ``self.priority`` (pika thread).
+
+        RabbitMQ cannot change the priority of a consumer. pika nacks the old consumer's
+        deliveries that it has not dispatched yet, so RabbitMQ requeues them. The old
+        consumer's running tasks keep their slots, so a new delivery may wait in
+        ``session.waiting``.
+        """
+        priority = self.priority
+        if priority == session.priority or not session.channel.is_open:
+            return
+        if session.consumer_tag:
+            session.channel.basic_cancel(session.consumer_tag)
+        self._consume_tasks(session, priority)
+        logger.info(
+            "worker %s now consumes %s with priority %s",
+            self.config.replica,
+            self.names.queue,
+            priority,
+        )
+
+    async def _follow_traffic(self) -> None:
+        """Set ``self.priority`` from the traffic split in Envoy's runtime, every poll interval.
+
+        While the admin API cannot be read, the priority stays as it is.
+        """
+        admin_url = self.config.traffic_admin_url
+        failing = False
+        async with httpx.AsyncClient(timeout=TRAFFIC_READ_TIMEOUT_S, trust_env=False) as client:
+            while True:
+                try:
+                    percent = await read_secondary_percent(client, admin_url)
+                except (httpx.HTTPError, ValueError) as error:
+                    if not failing:
+                        logger.warning(
+                            "worker %s cannot read the traffic split from %s (%r); keeping "
+                            "priority %s",
+                            self.config.replica,
+                            admin_url,
+                            error,
+                            self.priority,
+                        )
+                    failing = True
+                else:
+                    if failing:
+                        logger.info("worker %s reads the traffic split again", self.config.replica)
+                    failing = False
+                    self._apply_split(percent)
+                await asyncio.sleep(self.config.traffic_poll_s)
+
+    def _traffic_stopped(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "worker %s stopped following the traffic split; priority stays %s",
+                self.config.replica,
+                self.priority,
+                exc_info=task.exception(),
+            )
+
+    def _apply_split(self, percent: int) -> None:
+        priority = self.config.priority_for(percent)
+        if priority == self.priority:
+            return
+        logger.info(
+            "worker %s: %s%% of calls go to the secondary first; consumer priority %s -> %s",
+            self.config.replica,
+            percent,
+            self.priority,
+            priority,
+        )
+        self.priority = priority
+        session = self._session
+        if session is not None and session.connection.is_open:
+            session.call_threadsafe(
+                functools.partial(self._change_priority, session), "the priority change"
+            )
 
     def _watch_queue_depth(self, session: _Session) -> None:
         if not session.channel.is_open:
@@ -208,7 +311,11 @@ class Worker:
         )
 
     def _drain(self, session: _Session) -> None:
-        """Wait up to ``stop_grace_s`` for running tasks so their acks go out."""
+        """Return held deliveries, then wait up to ``stop_grace_s`` for running tasks so their
+        acks go out."""
+        while session.waiting and session.channel.is_open:
+            method, _, _ = session.waiting.popleft()
+            session.channel.basic_nack(method.delivery_tag, requeue=True)
         deadline = time.monotonic() + self.config.stop_grace_s
         while session.running and session.connection.is_open:
             if time.monotonic() >= deadline:
@@ -236,6 +343,15 @@ class Worker:
             logger.error("rejecting malformed task message %r", body[:200])
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
+        if len(session.running) >= self.config.concurrency:
+            # Only after a priority change: the old consumer's tasks still hold their slots.
+            # The wait is at most one task's hold, which _check_hold leaves room for within
+            # the broker's consumer timeout.
+            session.waiting.append((method, properties, task_id))
+            return
+        self._start(session, method, properties, task_id)
+
+    def _start(self, session: _Session, method: Any, properties: Any, task_id: str) -> None:
         assert self.executor is not None
         coroutine = self._execute(self.executor, task_id, method, properties)
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
@@ -257,6 +373,8 @@ class Worker:
 
     def _settle(self, session: _Session, tag: int, task_id: str, future: Future[None]) -> None:
         session.running.pop(tag, None)
+        if session.waiting and session.channel.is_open and not self._stopping.is_set():
+            self._start(session, *session.waiting.popleft())
         if not session.channel.is_open:
             logger.warning("channel closed before task %s settled; RabbitMQ redelivers it", task_id)
             return
@@ -318,8 +436,13 @@ class Worker:
         store = SqliteTaskStore(self._database, self.names, self.config.site)
         self._outages = OutageLog(self._database, self.config.replica, self._cache)
         self.executor = TaskExecutor(store, self._cache, stub, settings, outages=self._outages)
+        if self.config.traffic_admin_url:
+            self._traffic_task = asyncio.get_running_loop().create_task(self._follow_traffic())
+            self._traffic_task.add_done_callback(self._traffic_stopped)
 
     async def _close(self) -> None:
+        if self._traffic_task is not None:
+            self._traffic_task.cancel()
         await self._channel.close()
         await self._outages.close()
         await self._cache.close()

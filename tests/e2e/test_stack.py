@@ -16,6 +16,7 @@ import pytest
 
 from ops import health, traffic
 from ops.cli import main as envios
+from ops.key_numbers import scrape, total
 from ops.stack import Stack
 from ops.topology import HOST
 
@@ -265,6 +266,53 @@ def test_quiet_watch_stream_not_cut(stack: Stack, http: httpx.Client) -> None:
     longest_gap = max(later - earlier for earlier, later in itertools.pairwise(arrivals))
     assert states[-1] == "SUCCEEDED", states
     assert longest_gap > 3.0, f"the stream was never quiet for 3 s: {states}"
+
+
+def test_tasks_follow_manual_shift(stack: Stack, http: httpx.Client) -> None:
+    """While every call is shifted to the secondary, tasks run on its workers too."""
+    try:
+        traffic.set_secondary_percent(stack.envoy_admin_url, 100)
+        wait_worker_priorities(stack, {"worker-primary-1": 0, "worker-secondary-1": 10})
+        during_shift = run_simulate_task(http)
+    finally:
+        traffic.set_secondary_percent(stack.envoy_admin_url, 0)
+        wait_worker_priorities(stack, {"worker-primary-1": 10, "worker-secondary-1": 0})
+    after = run_simulate_task(http)
+
+    assert during_shift["worker"] == "worker-secondary-1"
+    assert after["worker"] == "worker-primary-1"
+
+
+def wait_worker_priorities(stack: Stack, priorities: dict[str, int]) -> None:
+    """Wait until each worker's ``/metrics`` reports its consumer priority as given."""
+    deadline = time.monotonic() + 15.0
+    while True:
+        reported = {
+            name: total(
+                scrape(stack.topology.metrics_endpoint(name)), "envios_task_consumer_priority"
+            )
+            for name in priorities
+        }
+        if reported == priorities:
+            return
+        assert time.monotonic() < deadline, f"worker priorities {reported}, expected {priorities}"
+        time.sleep(0.2)
+
+
+def run_simulate_task(http: httpx.Client) -> dict[str, Any]:
+    """Submit a 0.1 s simulate task, wait until it succeeded and return it."""
+    body = {"type": "simulate", "simulatedDuration": {"fixed": "0.1s"}}
+    response = http.post("/api/tarea-concurrente", json=body)
+    assert response.status_code == 200, response.text
+    task_id = response.json()["id"]
+    deadline = time.monotonic() + 60.0
+    while True:
+        task = http.get(f"/v1/tasks/{task_id}").json()
+        if task.get("state") == "SUCCEEDED":
+            return dict(task)
+        assert task.get("state") not in ("FAILED", "CANCELLED"), task
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)
 
 
 def gateway_healthy(stack: Stack, address: str) -> bool:

@@ -22,7 +22,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
-from ops import cli
+from ops import cli, traffic
+from ops.topology import load_topology
 from services.common.amqp import DELIVERY_LIMIT, TaskQueueNames
 from services.common.cache import TASK_KEY, StatusCache
 from services.common.server import GrpcServer
@@ -31,6 +32,8 @@ from services.task.app import TaskApp, TaskConfig
 from services.task.handlers import HANDLERS, Progress, RetryLater
 from services.task.worker import Worker, WorkerConfig
 from tests.conftest import DataTier
+from tests.integration.envoy_harness import EnvoyProcess
+from tests.integration.gateway_harness import wait_for as harness_wait_for
 from tests.integration.task_harness import (
     count_rows,
     delete_task_topology,
@@ -731,6 +734,146 @@ async def test_standby_worker_takes_over(task_stack: TaskStack, data_tier: DataT
 
     assert {task.worker for task in first} == {"worker-test-1"}
     assert {task.worker for task in second} == {"worker-standby-1"}
+
+
+async def test_workers_follow_traffic_shift(
+    task_stack: TaskStack, data_tier: DataTier, tmp_path: Path
+) -> None:
+    """Workers of both sites read the split from a real Envoy's runtime. Tasks run on the
+    primary's worker, on the secondary's after a full shift, on both during a partial
+    shift, and on the primary's again after the shift back."""
+    envoy = EnvoyProcess(load_topology().with_free_ports(), tmp_path)
+    envoy.start()
+    workers: dict[str, Worker] = {}
+    try:
+        await harness_wait_for(envoy.ready, 15.0, "envoy admin /ready")
+        # The fixture's worker would take tasks whatever the split.
+        task_stack.worker.stop()
+        for name, priority, shifted in (("primary", 10, 0), ("secondary", 0, 10)):
+            workers[name] = await start_site_worker(
+                task_stack, data_tier, envoy.admin_url, name, (priority, shifted)
+            )
+
+        before = await run_simulated(task_stack, 4)
+        await shift_traffic(envoy.admin_url, 100, workers, {"primary": 0, "secondary": 10})
+        during_shift = await run_simulated(task_stack, 4)
+        await shift_traffic(envoy.admin_url, 50, workers, {"primary": 10, "secondary": 10})
+        shared = await run_simulated(task_stack, 8)
+        await shift_traffic(envoy.admin_url, 0, workers, {"primary": 10, "secondary": 0})
+        after = await run_simulated(task_stack, 4)
+    finally:
+        await stop_workers(workers)
+        envoy.stop()
+
+    assert {task.worker for task in before} == {"worker-primary-1"}
+    assert {task.worker for task in during_shift} == {"worker-secondary-1"}
+    assert {task.worker for task in shared} == {"worker-primary-1", "worker-secondary-1"}
+    assert {task.worker for task in after} == {"worker-primary-1"}
+
+
+async def test_priority_change_keeps_slot_limit(
+    task_stack: TaskStack, data_tier: DataTier, tmp_path: Path
+) -> None:
+    """A new consumer gets a full prefetch while the old one's tasks still run. The worker
+    keeps the extra deliveries waiting, so it never runs more tasks than its concurrency."""
+    envoy = EnvoyProcess(load_topology().with_free_ports(), tmp_path)
+    envoy.start()
+    workers: dict[str, Worker] = {}
+    try:
+        await harness_wait_for(envoy.ready, 15.0, "envoy admin /ready")
+        task_stack.worker.stop()
+        workers["primary"] = await start_site_worker(
+            task_stack, data_tier, envoy.admin_url, "primary", (10, 0), concurrency=2
+        )
+        task = simulate(task_pb2.DurationDistribution(fixed=seconds(0.6)))
+        ids = []
+        for _ in range(8):
+            submitted = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task))
+            ids.append(submitted.id)
+        await wait_for_state(task_stack, ids[0], task_pb2.Task.RUNNING)
+        await shift_traffic(envoy.admin_url, 100, workers, {"primary": 0})
+        done = [
+            await wait_for_state(task_stack, task_id, task_pb2.Task.SUCCEEDED) for task_id in ids
+        ]
+    finally:
+        await stop_workers(workers)
+        envoy.stop()
+
+    assert {task.worker for task in done} == {"worker-primary-1"}
+    assert max_overlap(done) == 2
+
+
+async def start_site_worker(
+    stack: TaskStack,
+    data_tier: DataTier,
+    admin_url: str,
+    site: str,
+    priorities: tuple[int, int],
+    concurrency: int = 16,
+) -> Worker:
+    """Start a worker of ``site`` that follows the split in Envoy's runtime at ``admin_url``.
+
+    ``priorities`` are its normal and shifted consumer priorities.
+    """
+    environ = {
+        **WORKER_ENVIRON,
+        "ENVIOS_DATABASE_URL": f"sqlite:///{stack.database_path}",
+        "REDIS_URL": data_tier.redis_url,
+        "AMQP_URL": data_tier.amqp_url,
+        "ENVIOS_TASK_NAMESPACE": stack.names.namespace,
+        "ENVIOS_UPSTREAM_GRPC": "127.0.0.1:1",
+        "ENVIOS_REPLICA": f"worker-{site}-1",
+        "ENVIOS_SITE": site,
+        "ENVIOS_WORKER_CONCURRENCY": str(concurrency),
+        "ENVIOS_WORKER_PRIORITY": str(priorities[0]),
+        "ENVIOS_WORKER_SHIFTED_PRIORITY": str(priorities[1]),
+        "ENVIOS_TRAFFIC_ADMIN_URL": admin_url,
+        "ENVIOS_TRAFFIC_POLL_S": "0.1",
+    }
+    worker = Worker(WorkerConfig.from_env(environ))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    RUNNING_THREADS[worker] = thread
+    assert await asyncio.to_thread(worker.consuming.wait, 30), f"{site} worker is not consuming"
+    return worker
+
+
+RUNNING_THREADS: dict[Worker, threading.Thread] = {}
+
+
+async def stop_workers(workers: dict[str, Worker]) -> None:
+    for worker in workers.values():
+        worker.stop()
+    for worker in workers.values():
+        await asyncio.to_thread(RUNNING_THREADS.pop(worker).join, 30)
+
+
+async def shift_traffic(
+    admin_url: str, percent: int, workers: dict[str, Worker], priorities: dict[str, int]
+) -> None:
+    """Set the split in Envoy and wait until each worker consumes with its new priority."""
+    await asyncio.to_thread(traffic.set_secondary_percent, admin_url, percent)
+
+    async def consuming_with_new_priorities() -> bool:
+        return all(workers[name].consumer_priority == value for name, value in priorities.items())
+
+    await harness_wait_for(
+        consuming_with_new_priorities, 10.0, f"worker priorities {priorities} at {percent}%"
+    )
+
+
+def max_overlap(tasks: list[task_pb2.Task]) -> int:
+    """Return the largest number of ``tasks`` that ran at the same time."""
+    edges = []
+    for task in tasks:
+        edges.append((task.start_time.ToNanoseconds(), 1))
+        edges.append((task.end_time.ToNanoseconds(), -1))
+    running = largest = 0
+    # At equal times an end sorts before a start, so back-to-back tasks do not overlap.
+    for _, change in sorted(edges):
+        running += change
+        largest = max(largest, running)
+    return largest
 
 
 async def run_simulated(stack: TaskStack, count: int) -> list[task_pb2.Task]:

@@ -68,3 +68,42 @@ def test_namespace_separates_names() -> None:
     assert names.routing_key == "task.ns"
     assert names.dead_letter_queue == "envios.tasks.ns.dead"
     assert names.dead_letter_notify_queue == "envios.tasks.ns.dead.notify"
+
+
+@pytest.mark.parametrize(
+    ("percent", "primary", "secondary"), [(0, 10, 0), (1, 10, 10), (50, 10, 10), (100, 0, 10)]
+)
+def test_priority_follows_split(percent: int, primary: int, secondary: int) -> None:
+    primary_worker = WorkerConfig.from_env(
+        {"ENVIOS_WORKER_PRIORITY": "10", "ENVIOS_WORKER_SHIFTED_PRIORITY": "0"}
+    )
+    secondary_worker = WorkerConfig.from_env(
+        {"ENVIOS_WORKER_PRIORITY": "0", "ENVIOS_WORKER_SHIFTED_PRIORITY": "10"}
+    )
+
+    assert primary_worker.priority_for(percent) == primary
+    assert secondary_worker.priority_for(percent) == secondary
+
+
+def test_priority_without_shifted_value_fixed() -> None:
+    config = WorkerConfig.from_env({"ENVIOS_WORKER_PRIORITY": "7"})
+
+    assert config.shifted_priority is None
+    assert config.traffic_admin_url == ""
+    assert [config.priority_for(percent) for percent in (0, 50, 100)] == [7, 7, 7]
+
+
+def test_traffic_settings_checked() -> None:
+    with pytest.raises(ConfigError) as raised:
+        WorkerConfig.from_env(
+            {
+                "ENVIOS_WORKER_SHIFTED_PRIORITY": "256",
+                "ENVIOS_TRAFFIC_ADMIN_URL": "127.0.0.1:9901",
+                "ENVIOS_TRAFFIC_POLL_S": "0",
+            }
+        )
+
+    message = str(raised.value)
+    assert "ENVIOS_WORKER_SHIFTED_PRIORITY must be at most 255, got 256" in message
+    assert "ENVIOS_TRAFFIC_ADMIN_URL must be a URL with scheme http" in message
+    assert "ENVIOS_TRAFFIC_POLL_S must be more than 0 s, got 0" in message

@@ -36,3 +36,18 @@ def test_workers_priority_by_site(tmp_path: Path) -> None:
     }
 
     assert priorities == {"worker-primary-1": "10", "worker-secondary-1": "0"}
+
+
+def test_workers_follow_traffic_split(tmp_path: Path) -> None:
+    stack = Stack(load_topology(), tmp_path / "state", {})
+
+    workers = {
+        program.name: program.environment
+        for program in stack.programs()
+        if program.group == "workers" and program.name.startswith("worker-")
+    }
+
+    assert workers["worker-primary-1"]["ENVIOS_WORKER_SHIFTED_PRIORITY"] == "0"
+    assert workers["worker-secondary-1"]["ENVIOS_WORKER_SHIFTED_PRIORITY"] == "10"
+    for environment in workers.values():
+        assert environment["ENVIOS_TRAFFIC_ADMIN_URL"] == stack.envoy_admin_url
