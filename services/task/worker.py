@@ -229,7 +229,8 @@ class Worker:
         ``session.waiting``.
         """
         priority = self.priority
-        if priority == session.priority or not session.channel.is_open:
+        stopping = self._stopping.is_set()
+        if stopping or priority == session.priority or not session.channel.is_open:
             return
         if session.consumer_tag:
             session.channel.basic_cancel(session.consumer_tag)
