@@ -23,16 +23,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ops import drill_report, traffic
 from ops.drill_load import DrillLoad, LoadConfig, verify_writes
 from ops.drill_report import DrillEvents, DrillSummary, SiteSample
 from ops.envoy_clusters import site_cluster_name
+from ops.key_numbers import scrape, total
 from ops.stack import Stack, StackError
 from ops.topology import SERVICES
+from services.common.config import PREFIX
+from services.task.settings import consumer_priority
 
 logger = logging.getLogger(__name__)
 
 EXIT_WAIT_S = 15.0
+WORKER_POLL_S = 0.05
+"""Interval between two scrapes of the task workers' ``/metrics`` in a shift drill."""
+PRIORITY_METRIC = "envios_task_consumer_priority"
 """Time a killed process has to disappear from supervisord before the drill gives up."""
 
 
@@ -178,18 +186,72 @@ async def _inject_and_restore(
     fault_s = load.elapsed_s()
     logger.info("drill %s: fault (%s) on %s", drill.name, drill.fault, targets or "runtime key")
     previous = await asyncio.to_thread(_inject, stack, drill, targets)
+    shift = drill.fault == "shift"
+    workers_shifted_s = workers_back_s = None
     try:
+        if shift:
+            workers_shifted_s = await asyncio.to_thread(
+                _wait_worker_priorities, stack, 100, fault_s + plan.outage_s - load.elapsed_s()
+            )
         await _sleep_until(load, fault_s + plan.outage_s)
     finally:
         restore_s = load.elapsed_s()
         logger.info("drill %s: restore", drill.name)
         await asyncio.to_thread(_restore, stack, drill, targets, previous, plan.recovery_timeout_s)
+    if shift:
+        workers_back_s = await asyncio.to_thread(
+            _wait_worker_priorities, stack, int(previous or 0), plan.recovery_timeout_s
+        )
     recovered_s = load.elapsed_s()
     logger.info(
         "drill %s: recovered %.1f s after the restore began", drill.name, recovered_s - restore_s
     )
     await _sleep_until(load, recovered_s + plan.after_s)
-    return DrillEvents(fault_s, restore_s, recovered_s, load.elapsed_s())
+    return DrillEvents(
+        fault_s,
+        restore_s,
+        recovered_s,
+        load.elapsed_s(),
+        shift=shift,
+        workers_shifted_s=workers_shifted_s,
+        workers_back_s=workers_back_s,
+    )
+
+
+def _wait_worker_priorities(stack: Stack, percent: int, timeout_s: float) -> float | None:
+    """Return the seconds until every task worker reports its consumer priority for
+    ``percent`` on ``/metrics``, or None when that takes longer than ``timeout_s``."""
+    expected = {
+        program.name: consumer_priority(
+            int(program.environment[PREFIX + "WORKER_PRIORITY"]),
+            int(program.environment[PREFIX + "WORKER_SHIFTED_PRIORITY"]),
+            percent,
+        )
+        for program in stack.programs()
+        if PREFIX + "WORKER_SHIFTED_PRIORITY" in program.environment
+    }
+    began = time.monotonic()
+    while True:
+        try:
+            reported = {
+                name: total(scrape(stack.topology.metrics_endpoint(name)), PRIORITY_METRIC)
+                for name in expected
+            }
+        except (httpx.HTTPError, ValueError) as error:
+            logger.warning("reading a task worker's /metrics failed: %r", error)
+            reported = {}
+        waited_s = time.monotonic() - began
+        if reported == expected:
+            return waited_s
+        if waited_s >= timeout_s:
+            logger.warning(
+                "task workers report priorities %s, not %s, %.1f s after the change",
+                reported,
+                expected,
+                waited_s,
+            )
+            return None
+        time.sleep(WORKER_POLL_S)
 
 
 def _inject(stack: Stack, drill: Drill, targets: Sequence[str]) -> str:

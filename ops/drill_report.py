@@ -44,6 +44,14 @@ class DrillEvents:
     """The restored processes were ready and Envoy saw every host healthy again."""
     end_s: float
     """The load stopped starting requests."""
+    shift: bool = False
+    """The fault was a traffic shift, so the task workers had to change priority."""
+    workers_shifted_s: float | None = None
+    """Seconds from the shift until every task worker consumed with its shifted priority
+    (shift drills only; None when that did not happen within the outage)."""
+    workers_back_s: float | None = None
+    """Seconds from the shift back until every task worker consumed with its priority for
+    the restored split (shift drills only)."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,11 @@ def render_markdown(summary: DrillSummary, rows: Sequence[dict[str, float]]) -> 
         f"| fault at / restore at / recovered at | {events.fault_s:.2f} s / "
         f"{events.restore_s:.2f} s / {events.recovered_s:.2f} s |",
     ]
+    if events.shift:
+        lines.append(
+            "| task workers on their new consumer priority after the shift / the shift back | "
+            f"{_seconds(events.workers_shifted_s)} / {_seconds(events.workers_back_s)} |"
+        )
     if summary.writes is not None:
         writes = summary.writes
         lines.append(

@@ -157,17 +157,22 @@ class WorkerConfig:
         return config
 
     def priority_for(self, secondary_percent: int) -> int:
-        """Return the consumer priority for the percentage of calls sent to the secondary first.
-
-        0 gives ``priority`` and 100 gives ``shifted_priority``. A partial split gives the
-        higher of the two, so the workers of both sites take tasks in turn.
-        """
+        """Return the consumer priority for the percentage of calls sent to the secondary first."""
         shifted = self.priority if self.shifted_priority is None else self.shifted_priority
-        if secondary_percent <= 0:
-            return self.priority
-        if secondary_percent >= 100:
-            return shifted
-        return max(self.priority, shifted)
+        return consumer_priority(self.priority, shifted, secondary_percent)
+
+
+def consumer_priority(normal: int, shifted: int, secondary_percent: int) -> int:
+    """Return a worker's consumer priority for the percentage of calls sent to the secondary.
+
+    0 gives ``normal`` and 100 gives ``shifted``. A partial split gives the higher of the
+    two, so the workers of both sites take tasks in turn.
+    """
+    if secondary_percent <= 0:
+        return normal
+    if secondary_percent >= 100:
+        return shifted
+    return max(normal, shifted)
 
 
 def _optional_address(env: EnvReader, environ: Mapping[str, str], name: str) -> str:

@@ -98,6 +98,8 @@ async def test_drill_manual_shift(stack: Stack, tmp_path: Path) -> None:
     assert summary.calls_by_site["after"]["secondary"] == 0
     assert summary.failback_s is not None
     assert summary.failback_s < 1.0
+    assert summary.events.workers_shifted_s is not None
+    assert summary.events.workers_back_s is not None
     assert_writes_intact(summary)
 
 

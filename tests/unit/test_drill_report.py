@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ops.drill_load import Outcome
@@ -9,6 +10,7 @@ from ops.drill_report import (
     DrillEvents,
     SiteSample,
     percentile,
+    render_markdown,
     summarize,
     write_report,
 )
@@ -74,3 +76,18 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert "failed requests | 1 (503: 1)" in text
     assert (tmp_path / "out" / "timeline.png").stat().st_size > 0
     assert (tmp_path / "out" / "per_second.csv").read_text().startswith("second,requests")
+
+
+def test_report_worker_priority_times() -> None:
+    events = replace(EVENTS, shift=True, workers_shifted_s=0.61, workers_back_s=None)
+    summary = summarize("d", "text", 10.0, outcomes(), samples(), events, "primary", "secondary")
+
+    text = render_markdown(summary, [])
+
+    assert "consumer priority after the shift / the shift back | 0.61 s / n/a |" in text
+
+
+def test_report_without_shift_no_worker_row() -> None:
+    summary = summarize("d", "text", 10.0, outcomes(), samples(), EVENTS, "primary", "secondary")
+
+    assert "consumer priority" not in render_markdown(summary, [])
