@@ -745,14 +745,16 @@ async def test_workers_follow_traffic_shift(
     envoy = EnvoyProcess(load_topology().with_free_ports(), tmp_path)
     envoy.start()
     workers: dict[str, Worker] = {}
+    threads: list[threading.Thread] = []
     try:
         await harness_wait_for(envoy.ready, 15.0, "envoy admin /ready")
         # The fixture's worker would take tasks whatever the split.
         task_stack.worker.stop()
         for name, priority, shifted in (("primary", 10, 0), ("secondary", 0, 10)):
-            workers[name] = await start_site_worker(
+            workers[name], thread = await start_site_worker(
                 task_stack, data_tier, envoy.admin_url, name, (priority, shifted)
             )
+            threads.append(thread)
 
         before = await run_simulated(task_stack, 4)
         await shift_traffic(envoy.admin_url, 100, workers, {"primary": 0, "secondary": 10})
@@ -762,7 +764,7 @@ async def test_workers_follow_traffic_shift(
         await shift_traffic(envoy.admin_url, 0, workers, {"primary": 10, "secondary": 0})
         after = await run_simulated(task_stack, 4)
     finally:
-        await stop_workers(workers)
+        await stop_workers(workers, threads)
         envoy.stop()
 
     assert {task.worker for task in before} == {"worker-primary-1"}
@@ -779,12 +781,14 @@ async def test_priority_change_keeps_slot_limit(
     envoy = EnvoyProcess(load_topology().with_free_ports(), tmp_path)
     envoy.start()
     workers: dict[str, Worker] = {}
+    threads: list[threading.Thread] = []
     try:
         await harness_wait_for(envoy.ready, 15.0, "envoy admin /ready")
         task_stack.worker.stop()
-        workers["primary"] = await start_site_worker(
+        workers["primary"], thread = await start_site_worker(
             task_stack, data_tier, envoy.admin_url, "primary", (10, 0), concurrency=2
         )
+        threads.append(thread)
         task = simulate(task_pb2.DurationDistribution(fixed=seconds(0.6)))
         ids = []
         for _ in range(8):
@@ -796,7 +800,7 @@ async def test_priority_change_keeps_slot_limit(
             await wait_for_state(task_stack, task_id, task_pb2.Task.SUCCEEDED) for task_id in ids
         ]
     finally:
-        await stop_workers(workers)
+        await stop_workers(workers, threads)
         envoy.stop()
 
     assert {task.worker for task in done} == {"worker-primary-1"}
@@ -810,10 +814,11 @@ async def start_site_worker(
     site: str,
     priorities: tuple[int, int],
     concurrency: int = 16,
-) -> Worker:
+) -> tuple[Worker, threading.Thread]:
     """Start a worker of ``site`` that follows the split in Envoy's runtime at ``admin_url``.
 
-    ``priorities`` are its normal and shifted consumer priorities.
+    ``priorities`` are its normal and shifted consumer priorities. Returns the worker and
+    the thread that runs it.
     """
     environ = {
         **WORKER_ENVIRON,
@@ -833,19 +838,15 @@ async def start_site_worker(
     worker = Worker(WorkerConfig.from_env(environ))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    RUNNING_THREADS[worker] = thread
     assert await asyncio.to_thread(worker.consuming.wait, 30), f"{site} worker is not consuming"
-    return worker
+    return worker, thread
 
 
-RUNNING_THREADS: dict[Worker, threading.Thread] = {}
-
-
-async def stop_workers(workers: dict[str, Worker]) -> None:
+async def stop_workers(workers: dict[str, Worker], threads: list[threading.Thread]) -> None:
     for worker in workers.values():
         worker.stop()
-    for worker in workers.values():
-        await asyncio.to_thread(RUNNING_THREADS.pop(worker).join, 30)
+    for thread in threads:
+        await asyncio.to_thread(thread.join, 30)
 
 
 async def shift_traffic(
