@@ -222,6 +222,15 @@ PAGE_UNAVAILABLE_HTML = """<!doctype html>
 """
 """Page the front listener sends for the tracking page when no gateway can serve it."""
 
+PAGE_UNAVAILABLE_HEADERS = (
+    ("cache-control", "no-store"),
+    ("retry-after", "30"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+)
+"""Headers of ``PAGE_UNAVAILABLE_HTML``: the page has no script, style or image to load."""
+
 PAGE_PATHS_REGEX = r"/(track)?([/?].*)?"
 """``:path`` values of the tracking page, its files and ``/`` (the query string included)."""
 
@@ -254,14 +263,8 @@ def _page_unavailable_mapper() -> Json:
     return {
         "filter": {"and_filter": {"filters": [unavailable, page_method, page_path]}},
         "headers_to_add": [
-            {
-                "header": {"key": "cache-control", "value": "no-store"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            },
-            {
-                "header": {"key": "retry-after", "value": "30"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            },
+            {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for name, value in PAGE_UNAVAILABLE_HEADERS
         ],
         "body_format_override": {
             "text_format_source": {"inline_string": PAGE_UNAVAILABLE_HTML},

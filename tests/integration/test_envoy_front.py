@@ -40,6 +40,11 @@ async def test_page_without_gateways_html(front: httpx.AsyncClient, path: str) -
     assert response.headers["content-type"] == "text/html; charset=UTF-8"
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["retry-after"] == "30"
+    assert (
+        response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    )
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
     assert "<h1>Seguimiento de envíos</h1>" in response.text
     assert "Shipment tracking" in response.text
 
