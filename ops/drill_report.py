@@ -85,6 +85,10 @@ class DrillSummary:
     events: DrillEvents
     writes: WriteCheck | None = None
     notes: list[str] = field(default_factory=list)
+    failed_site: str | None = None
+    """Site the fault takes out of service (or the shift moves traffic from)."""
+    standby_site: str | None = None
+    """Site that carries the traffic meanwhile."""
 
     @property
     def failed(self) -> int:
@@ -192,6 +196,8 @@ def summarize(
         failed_latency=latency_of([outcome for outcome in outcomes if not outcome.ok]),
         latency={phase: latency_of(by_phase[phase]) for phase in PHASES},
         events=events,
+        failed_site=failed_site,
+        standby_site=standby_site,
     )
 
 
@@ -230,6 +236,8 @@ def render_markdown(summary: DrillSummary, rows: Sequence[dict[str, float]]) -> 
     """Return the Markdown report of a drill."""
     events = summary.events
     failed = ", ".join(f"{code}: {count}" for code, count in summary.failed_by_code.items())
+    failed_site = summary.failed_site or "failed"
+    standby_site = summary.standby_site or "standby"
     lines = [
         f"# Drill `{summary.name}`",
         "",
@@ -241,9 +249,10 @@ def render_markdown(summary: DrillSummary, rows: Sequence[dict[str, float]]) -> 
         f"| requests sent | {summary.requests} |",
         f"| failed requests | {summary.failed} ({failed or 'none'}) |",
         f"| retries by Envoy | {summary.retries} |",
-        f"| time until all traffic left the failed site | {_seconds(summary.failover_s)} |",
-        f"| first call back on the failed site after the restore | {_seconds(summary.return_s)} |",
-        f"| failback time (restore to last call on the standby site) | "
+        f"| time until all traffic left the {failed_site} site | {_seconds(summary.failover_s)} |",
+        f"| first call back on the {failed_site} site after the restore | "
+        f"{_seconds(summary.return_s)} |",
+        f"| failback time (restore to last call on the {standby_site} site) | "
         f"{_seconds(summary.failback_s)} |",
         f"| latency of failed requests p99 / max | {_failed_latency(summary)} |",
         f"| fault at / restore at / recovered at | {events.fault_s:.2f} s / "
@@ -261,6 +270,10 @@ def render_markdown(summary: DrillSummary, rows: Sequence[dict[str, float]]) -> 
             f"missing, {len(writes.duplicated)} applied twice, {len(writes.unapplied)} unapplied |"
         )
     lines += [
+        "",
+        f"Phases: before runs until the fault ({events.fault_s:.2f} s), during from the fault "
+        f"until the restored processes were ready ({events.recovered_s:.2f} s), and after "
+        "from then on.",
         "",
         "| phase | requests | p50 ms | p99 ms | max ms | calls per site |",
         "|---|---|---|---|---|---|",

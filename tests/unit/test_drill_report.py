@@ -91,3 +91,13 @@ def test_report_without_shift_no_worker_row() -> None:
     summary = summarize("d", "text", 10.0, outcomes(), samples(), EVENTS, "primary", "secondary")
 
     assert "consumer priority" not in render_markdown(summary, [])
+
+
+def test_report_names_sites_and_phases() -> None:
+    summary = summarize("d", "text", 10.0, outcomes(), samples(), EVENTS, "primary", "secondary")
+
+    text = render_markdown(summary, [])
+
+    assert "| time until all traffic left the primary site | 0.20 s |" in text
+    assert "failback time (restore to last call on the secondary site)" in text
+    assert "during from the fault until the restored processes were ready (6.00 s)" in text
