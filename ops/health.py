@@ -191,9 +191,12 @@ def envoy_hosts_healthy(admin_url: str, addresses: Iterable[str]) -> str | None:
     unhealthy = {host.address for host in hosts if not host.healthy}
     missing = sorted(set(addresses) - listed)
     waiting = sorted(unhealthy & set(addresses))
-    if missing or waiting:
-        return f"hosts not in any cluster: {missing}; hosts not healthy yet: {waiting}"
-    return None
+    problems = []
+    if missing:
+        problems.append(f"hosts not in any cluster: {missing}")
+    if waiting:
+        problems.append(f"hosts not healthy yet: {waiting}")
+    return "; ".join(problems) or None
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -312,7 +312,7 @@ def add_parser(commands: Any, stack_factory: StackFactory) -> None:
         help="send a share of the traffic to one site first",
         description="Set the split through Envoy's admin API (127.0.0.1). Examples: "
         "`--to secondary` (manual failover), `--to primary` (back to normal), `--percent 30` "
-        "(30%% to the secondary first).",
+        "(30% to the secondary first).",
     )
     shift.add_argument(
         "--to", choices=("primary", "secondary"), help="site to send traffic to first"
