@@ -191,7 +191,10 @@ async def _inject_and_restore(
     try:
         if shift:
             workers_shifted_s = await asyncio.to_thread(
-                _wait_worker_priorities, stack, 100, fault_s + plan.outage_s - load.elapsed_s()
+                wait_worker_priorities,
+                stack,
+                expected_worker_priorities(stack, 100),
+                fault_s + plan.outage_s - load.elapsed_s(),
             )
         await _sleep_until(load, fault_s + plan.outage_s)
     finally:
@@ -200,7 +203,10 @@ async def _inject_and_restore(
         await asyncio.to_thread(_restore, stack, drill, targets, previous, plan.recovery_timeout_s)
     if shift:
         workers_back_s = await asyncio.to_thread(
-            _wait_worker_priorities, stack, int(previous or 0), plan.recovery_timeout_s
+            wait_worker_priorities,
+            stack,
+            expected_worker_priorities(stack, int(previous or 0)),
+            plan.recovery_timeout_s,
         )
     recovered_s = load.elapsed_s()
     logger.info(
@@ -218,10 +224,10 @@ async def _inject_and_restore(
     )
 
 
-def _wait_worker_priorities(stack: Stack, percent: int, timeout_s: float) -> float | None:
-    """Return the seconds until every task worker reports its consumer priority for
-    ``percent`` on ``/metrics``, or None when that takes longer than ``timeout_s``."""
-    expected = {
+def expected_worker_priorities(stack: Stack, percent: int) -> dict[str, int]:
+    """Return each task worker's consumer priority when ``percent`` of calls go to the
+    secondary first."""
+    return {
         program.name: consumer_priority(
             int(program.environment[PREFIX + "WORKER_PRIORITY"]),
             int(program.environment[PREFIX + "WORKER_SHIFTED_PRIORITY"]),
@@ -230,6 +236,13 @@ def _wait_worker_priorities(stack: Stack, percent: int, timeout_s: float) -> flo
         for program in stack.programs()
         if PREFIX + "WORKER_SHIFTED_PRIORITY" in program.environment
     }
+
+
+def wait_worker_priorities(
+    stack: Stack, expected: dict[str, int], timeout_s: float
+) -> float | None:
+    """Return the seconds until every worker in ``expected`` reports the priority given for it
+    on ``/metrics``, or None when that takes longer than ``timeout_s``."""
     began = time.monotonic()
     while True:
         try:

@@ -16,7 +16,7 @@ import pytest
 
 from ops import health, traffic
 from ops.cli import main as envios
-from ops.key_numbers import scrape, total
+from ops.drill import wait_worker_priorities
 from ops.stack import Stack
 from ops.topology import HOST
 
@@ -160,14 +160,7 @@ def test_concurrent_task_route_changes_shipment(http: httpx.Client) -> None:
     )
     assert response.status_code == 200, response.text
     task_id = response.json()["id"]
-    deadline = time.monotonic() + 60
-    while True:
-        task = http.get(f"/api/status/tasks/{task_id}").json()
-        if task.get("state") == "SUCCEEDED":
-            break
-        assert task.get("state") not in ("FAILED", "CANCELLED"), task
-        assert time.monotonic() < deadline, task
-        time.sleep(0.1)
+    wait_task_succeeded(http, f"/api/status/tasks/{task_id}")
     assert http.get(f"/api/status/shipments/{shipment_id}").json()["status"] == "handling"
 
 
@@ -272,31 +265,20 @@ def test_tasks_follow_manual_shift(stack: Stack, http: httpx.Client) -> None:
     """While every call is shifted to the secondary, tasks run on its workers too."""
     try:
         traffic.set_secondary_percent(stack.envoy_admin_url, 100)
-        wait_worker_priorities(stack, {"worker-primary-1": 0, "worker-secondary-1": 10})
+        shifted = {"worker-primary-1": 0, "worker-secondary-1": 10}
+        assert wait_worker_priorities(stack, shifted, PRIORITY_TIMEOUT_S) is not None
         during_shift = run_simulate_task(http)
     finally:
         traffic.set_secondary_percent(stack.envoy_admin_url, 0)
-        wait_worker_priorities(stack, {"worker-primary-1": 10, "worker-secondary-1": 0})
+        normal = {"worker-primary-1": 10, "worker-secondary-1": 0}
+        assert wait_worker_priorities(stack, normal, PRIORITY_TIMEOUT_S) is not None
     after = run_simulate_task(http)
 
     assert during_shift["worker"] == "worker-secondary-1"
     assert after["worker"] == "worker-primary-1"
 
 
-def wait_worker_priorities(stack: Stack, priorities: dict[str, int]) -> None:
-    """Wait until each worker's ``/metrics`` reports its consumer priority as given."""
-    deadline = time.monotonic() + 15.0
-    while True:
-        reported = {
-            name: total(
-                scrape(stack.topology.metrics_endpoint(name)), "envios_task_consumer_priority"
-            )
-            for name in priorities
-        }
-        if reported == priorities:
-            return
-        assert time.monotonic() < deadline, f"worker priorities {reported}, expected {priorities}"
-        time.sleep(0.2)
+PRIORITY_TIMEOUT_S = 15.0
 
 
 def run_simulate_task(http: httpx.Client) -> dict[str, Any]:
@@ -304,10 +286,14 @@ def run_simulate_task(http: httpx.Client) -> dict[str, Any]:
     body = {"type": "simulate", "simulatedDuration": {"fixed": "0.1s"}}
     response = http.post("/api/tarea-concurrente", json=body)
     assert response.status_code == 200, response.text
-    task_id = response.json()["id"]
+    return wait_task_succeeded(http, f"/v1/tasks/{response.json()['id']}")
+
+
+def wait_task_succeeded(http: httpx.Client, path: str) -> dict[str, Any]:
+    """Read the task at ``path`` until it is SUCCEEDED (within 60 s) and return it."""
     deadline = time.monotonic() + 60.0
     while True:
-        task = http.get(f"/v1/tasks/{task_id}").json()
+        task = http.get(path).json()
         if task.get("state") == "SUCCEEDED":
             return dict(task)
         assert task.get("state") not in ("FAILED", "CANCELLED"), task
