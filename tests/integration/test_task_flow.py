@@ -736,36 +736,93 @@ async def test_standby_worker_takes_over(task_stack: TaskStack, data_tier: DataT
     assert {task.worker for task in second} == {"worker-standby-1"}
 
 
-async def test_workers_follow_traffic_shift(
+class SiteWorkers:
+    """Task workers that follow the traffic split in a real Envoy's runtime."""
+
+    def __init__(self, stack: TaskStack, data_tier: DataTier, admin_url: str) -> None:
+        self.stack = stack
+        self.data_tier = data_tier
+        self.admin_url = admin_url
+        self.workers: dict[str, Worker] = {}
+        self.threads: list[threading.Thread] = []
+
+    async def start(self, site: str, priorities: tuple[int, int], concurrency: int = 16) -> None:
+        """Start the worker of ``site`` with its normal and shifted consumer priorities."""
+        environ = {
+            **WORKER_ENVIRON,
+            "ENVIOS_DATABASE_URL": f"sqlite:///{self.stack.database_path}",
+            "REDIS_URL": self.data_tier.redis_url,
+            "AMQP_URL": self.data_tier.amqp_url,
+            "ENVIOS_TASK_NAMESPACE": self.stack.names.namespace,
+            "ENVIOS_UPSTREAM_GRPC": "127.0.0.1:1",
+            "ENVIOS_REPLICA": f"worker-{site}-1",
+            "ENVIOS_SITE": site,
+            "ENVIOS_WORKER_CONCURRENCY": str(concurrency),
+            "ENVIOS_WORKER_PRIORITY": str(priorities[0]),
+            "ENVIOS_WORKER_SHIFTED_PRIORITY": str(priorities[1]),
+            "ENVIOS_TRAFFIC_ADMIN_URL": self.admin_url,
+            "ENVIOS_TRAFFIC_POLL_S": "0.1",
+        }
+        worker = Worker(WorkerConfig.from_env(environ))
+        self.workers[site] = worker
+        self.threads.append(threading.Thread(target=worker.run, daemon=True))
+        self.threads[-1].start()
+        assert await asyncio.to_thread(worker.consuming.wait, 30), f"{site} worker is not consuming"
+
+    async def shift(self, percent: int, priorities: dict[str, int]) -> None:
+        """Set the split in Envoy and wait until each worker consumes with its new priority."""
+        await asyncio.to_thread(traffic.set_secondary_percent, self.admin_url, percent)
+
+        async def consuming_with_new_priorities() -> bool:
+            return all(
+                self.workers[site].consumer_priority == value for site, value in priorities.items()
+            )
+
+        await harness_wait_for(
+            consuming_with_new_priorities, 10.0, f"worker priorities {priorities} at {percent}%"
+        )
+
+    async def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        for thread in self.threads:
+            await asyncio.to_thread(thread.join, 30)
+
+
+@pytest.fixture
+async def site_workers(
     task_stack: TaskStack, data_tier: DataTier, tmp_path: Path
-) -> None:
-    """Workers of both sites read the split from a real Envoy's runtime. Tasks run on the
-    primary's worker, on the secondary's after a full shift, on both during a partial
-    shift, and on the primary's again after the shift back."""
+) -> AsyncIterator[SiteWorkers]:
+    """A real Envoy for the traffic split, and no worker until a test starts one."""
     envoy = EnvoyProcess(load_topology().with_free_ports(), tmp_path)
     envoy.start()
-    workers: dict[str, Worker] = {}
-    threads: list[threading.Thread] = []
+    workers = SiteWorkers(task_stack, data_tier, envoy.admin_url)
     try:
         await harness_wait_for(envoy.ready, 15.0, "envoy admin /ready")
         # The fixture's worker would take tasks whatever the split.
         task_stack.worker.stop()
-        for name, priority, shifted in (("primary", 10, 0), ("secondary", 0, 10)):
-            workers[name], thread = await start_site_worker(
-                task_stack, data_tier, envoy.admin_url, name, (priority, shifted)
-            )
-            threads.append(thread)
-
-        before = await run_simulated(task_stack, 4)
-        await shift_traffic(envoy.admin_url, 100, workers, {"primary": 0, "secondary": 10})
-        during_shift = await run_simulated(task_stack, 4)
-        await shift_traffic(envoy.admin_url, 50, workers, {"primary": 10, "secondary": 10})
-        shared = await run_simulated(task_stack, 8)
-        await shift_traffic(envoy.admin_url, 0, workers, {"primary": 10, "secondary": 0})
-        after = await run_simulated(task_stack, 4)
+        yield workers
     finally:
-        await stop_workers(workers, threads)
+        await workers.stop()
         envoy.stop()
+
+
+async def test_workers_follow_traffic_shift(
+    task_stack: TaskStack, site_workers: SiteWorkers
+) -> None:
+    """Workers of both sites read the split from a real Envoy's runtime. Tasks run on the
+    primary's worker, on the secondary's after a full shift, on both during a partial
+    shift, and on the primary's again after the shift back."""
+    await site_workers.start("primary", (10, 0))
+    await site_workers.start("secondary", (0, 10))
+
+    before = await run_simulated(task_stack, 4)
+    await site_workers.shift(100, {"primary": 0, "secondary": 10})
+    during_shift = await run_simulated(task_stack, 4)
+    await site_workers.shift(50, {"primary": 10, "secondary": 10})
+    shared = await run_simulated(task_stack, 8)
+    await site_workers.shift(0, {"primary": 10, "secondary": 0})
+    after = await run_simulated(task_stack, 4)
 
     assert {task.worker for task in before} == {"worker-primary-1"}
     assert {task.worker for task in during_shift} == {"worker-secondary-1"}
@@ -774,93 +831,22 @@ async def test_workers_follow_traffic_shift(
 
 
 async def test_priority_change_keeps_slot_limit(
-    task_stack: TaskStack, data_tier: DataTier, tmp_path: Path
+    task_stack: TaskStack, site_workers: SiteWorkers
 ) -> None:
     """A new consumer gets a full prefetch while the old one's tasks still run. The worker
     keeps the extra deliveries waiting, so it never runs more tasks than its concurrency."""
-    envoy = EnvoyProcess(load_topology().with_free_ports(), tmp_path)
-    envoy.start()
-    workers: dict[str, Worker] = {}
-    threads: list[threading.Thread] = []
-    try:
-        await harness_wait_for(envoy.ready, 15.0, "envoy admin /ready")
-        task_stack.worker.stop()
-        workers["primary"], thread = await start_site_worker(
-            task_stack, data_tier, envoy.admin_url, "primary", (10, 0), concurrency=2
-        )
-        threads.append(thread)
-        task = simulate(task_pb2.DurationDistribution(fixed=seconds(0.6)))
-        ids = []
-        for _ in range(8):
-            submitted = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task))
-            ids.append(submitted.id)
-        await wait_for_state(task_stack, ids[0], task_pb2.Task.RUNNING)
-        await shift_traffic(envoy.admin_url, 100, workers, {"primary": 0})
-        done = [
-            await wait_for_state(task_stack, task_id, task_pb2.Task.SUCCEEDED) for task_id in ids
-        ]
-    finally:
-        await stop_workers(workers, threads)
-        envoy.stop()
+    await site_workers.start("primary", (10, 0), concurrency=2)
+    task = simulate(task_pb2.DurationDistribution(fixed=seconds(0.6)))
+    ids = []
+    for _ in range(8):
+        submitted = await task_stack.tasks.SubmitTask(task_pb2.SubmitTaskRequest(task=task))
+        ids.append(submitted.id)
+    await wait_for_state(task_stack, ids[0], task_pb2.Task.RUNNING)
+    await site_workers.shift(100, {"primary": 0})
+    done = [await wait_for_state(task_stack, task_id, task_pb2.Task.SUCCEEDED) for task_id in ids]
 
     assert {task.worker for task in done} == {"worker-primary-1"}
     assert max_overlap(done) == 2
-
-
-async def start_site_worker(
-    stack: TaskStack,
-    data_tier: DataTier,
-    admin_url: str,
-    site: str,
-    priorities: tuple[int, int],
-    concurrency: int = 16,
-) -> tuple[Worker, threading.Thread]:
-    """Start a worker of ``site`` that follows the split in Envoy's runtime at ``admin_url``.
-
-    ``priorities`` are its normal and shifted consumer priorities. Returns the worker and
-    the thread that runs it.
-    """
-    environ = {
-        **WORKER_ENVIRON,
-        "ENVIOS_DATABASE_URL": f"sqlite:///{stack.database_path}",
-        "REDIS_URL": data_tier.redis_url,
-        "AMQP_URL": data_tier.amqp_url,
-        "ENVIOS_TASK_NAMESPACE": stack.names.namespace,
-        "ENVIOS_UPSTREAM_GRPC": "127.0.0.1:1",
-        "ENVIOS_REPLICA": f"worker-{site}-1",
-        "ENVIOS_SITE": site,
-        "ENVIOS_WORKER_CONCURRENCY": str(concurrency),
-        "ENVIOS_WORKER_PRIORITY": str(priorities[0]),
-        "ENVIOS_WORKER_SHIFTED_PRIORITY": str(priorities[1]),
-        "ENVIOS_TRAFFIC_ADMIN_URL": admin_url,
-        "ENVIOS_TRAFFIC_POLL_S": "0.1",
-    }
-    worker = Worker(WorkerConfig.from_env(environ))
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    assert await asyncio.to_thread(worker.consuming.wait, 30), f"{site} worker is not consuming"
-    return worker, thread
-
-
-async def stop_workers(workers: dict[str, Worker], threads: list[threading.Thread]) -> None:
-    for worker in workers.values():
-        worker.stop()
-    for thread in threads:
-        await asyncio.to_thread(thread.join, 30)
-
-
-async def shift_traffic(
-    admin_url: str, percent: int, workers: dict[str, Worker], priorities: dict[str, int]
-) -> None:
-    """Set the split in Envoy and wait until each worker consumes with its new priority."""
-    await asyncio.to_thread(traffic.set_secondary_percent, admin_url, percent)
-
-    async def consuming_with_new_priorities() -> bool:
-        return all(workers[name].consumer_priority == value for name, value in priorities.items())
-
-    await harness_wait_for(
-        consuming_with_new_priorities, 10.0, f"worker priorities {priorities} at {percent}%"
-    )
 
 
 def max_overlap(tasks: list[task_pb2.Task]) -> int:
